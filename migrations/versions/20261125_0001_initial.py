@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import pgvector.sqlalchemy
 import sqlalchemy as sa
-from alembic import op
+from alembic import context, op
 from sqlalchemy.dialects import postgresql
 
 revision: str = "0001"
@@ -114,6 +114,14 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    # Dropping the tables drops every document: say so and stop unless asked explicitly.
+    documents = op.get_bind().execute(sa.text("SELECT count(*) FROM documents")).scalar_one()
+    if documents and context.get_x_argument(as_dictionary=True).get("drop_data") != "yes":
+        raise RuntimeError(
+            f"Downgrading below 0001 drops the collections and documents tables with "
+            f"{documents} documents. Export what you need first, then run "
+            "`alembic -x drop_data=yes downgrade ...` to proceed."
+        )
     op.drop_index("ix_documents_tsv", table_name="documents", postgresql_using="gin")
     op.drop_index(
         "ix_documents_metadata",

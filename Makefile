@@ -1,7 +1,7 @@
 # KB Explorer: the two commands of the README, and a few helpers.
 # `make app`  sets everything up and serves the app on http://localhost:8501
 # `make test` sets everything up and runs lint, type checks and the whole test suite
-.PHONY: app test setup lint bench clean-db
+.PHONY: app test setup lint notebooks bench clean-db
 
 VENV := .venv
 PORT ?= 8501
@@ -19,6 +19,9 @@ lint: setup
 
 test: lint
 	$(VENV)/bin/python -m pytest
+
+notebooks: setup
+	$(VENV)/bin/jupyter lab notebooks/
 
 clean-db: setup
 	$(VENV)/bin/kb db stop

@@ -1,0 +1,631 @@
+"""Similarity, full-text and hybrid search over one or more collections.
+
+Vector searches take the shape the per-collection HNSW index serves:
+`ORDER BY (embedding::vector(N)) <op> :q LIMIT k` under `WHERE collection_id = <id>`, the id
+written as a literal so the partial index predicate is provable in every plan. The distance is
+selected as is and turned into a score (higher is better) afterwards; ordering by a score would
+lose the index. Filtered searches run with pgvector's iterative index scans in strict order, so
+k rows come back whenever k rows match; if the index still comes back short (its scan budget
+spent on a very selective filter), kb re-runs the search exactly, which is then cheap because
+the filter leaves few rows.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, TypedDict, Unpack
+
+import numpy as np
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from kb.browse import (
+    DOC_COLUMNS,
+    CollectionRef,
+    apply_settings,
+    check_limit,
+    document_id,
+    fetch_all,
+    lookup_collections,
+)
+from kb.embedders import Embedder, aembed_texts, embedder_for
+from kb.errors import EmbedderMismatch, InvalidInput, NotFound
+from kb.filters import Filters, coerce_filters
+from kb.indexes import OPERATORS, is_indexable, vector_expr, vector_type
+from kb.models import TEXT_SEARCH_CONFIG, check_text, check_vector
+from kb.results import SearchResult, SearchResults
+
+MODES = ("vector", "text", "hybrid")
+MAX_K = 1000
+MAX_QUERY_CHARS = 10_000
+DEFAULT_EF_SEARCH = 64
+MAX_EF_SEARCH = 1000
+DEFAULT_RRF_K = 60
+DEFAULT_CANDIDATES = 60
+
+
+class SearchOptions(TypedDict, total=False):
+    """Options every search takes (all keyword-only)."""
+
+    k: int
+    filters: Filters | Mapping[str, Any] | None
+    exact: bool
+    ef_search: int | None
+    min_score: float | None
+    mmr: bool
+    mmr_lambda: float
+    fetch_k: int | None
+    vector_weight: float
+    text_weight: float
+    rrf_k: int
+    candidates: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class SearchRequest:
+    """Everything that defines a search; `SearchResults.request` records the one that ran.
+
+    The query vector is `vector` when set (a raw vector, the embedded text of a finished
+    search, or the vector of `document_id`), else `query` embedded with the collection's own
+    embedder. `query` is also the full-text query of the text and hybrid modes.
+    """
+
+    collections: tuple[str, ...]
+    mode: str = "vector"
+    query: str | None = None
+    vector: tuple[float, ...] | None = None
+    document_id: uuid.UUID | None = None
+    k: int = 10
+    filters: Filters = field(default_factory=Filters)
+    exact: bool = False
+    ef_search: int | None = None
+    min_score: float | None = None
+    mmr: bool = False
+    mmr_lambda: float = 0.5
+    fetch_k: int | None = None
+    vector_weight: float = 1.0
+    text_weight: float = 1.0
+    rrf_k: int = DEFAULT_RRF_K
+    candidates: int | None = None
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+    @property
+    def fetch(self) -> int:
+        """Return how many rows the final query returns (MMR picks k of fetch_k)."""
+        if self.mmr:
+            return self.fetch_k or min(MAX_K, max(4 * self.k, 20))
+        return self.k
+
+    @property
+    def list_depth(self) -> int:
+        """Return how deep each ranked list goes (hybrid fuses two lists of this length)."""
+        if self.mode == "hybrid":
+            return max(self.candidates or DEFAULT_CANDIDATES, self.fetch)
+        return self.fetch
+
+    @property
+    def effective_ef_search(self) -> int:
+        """Return the hnsw.ef_search the approximate query runs with."""
+        if self.ef_search is not None:
+            return self.ef_search
+        # Twice the rows wanted, at least 64: pgvector's default of 40 loses recall past k=10.
+        return min(MAX_EF_SEARCH, max(DEFAULT_EF_SEARCH, 2 * self.list_depth))
+
+
+def _number(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise InvalidInput(f"{name} must be a finite number, not {value!r}")
+    return float(value)
+
+
+def _validate(r: SearchRequest) -> None:
+    if not r.collections:
+        raise InvalidInput("name at least one collection to search")
+    for name in r.collections:
+        if not isinstance(name, str):
+            raise InvalidInput(f"a collection name is text, not {type(name).__name__}")
+    if r.mode not in MODES:
+        raise InvalidInput(f"mode must be one of {', '.join(MODES)}, not {r.mode!r}")
+    check_limit(r.k, "k", MAX_K)
+    if not isinstance(r.filters, Filters):
+        raise InvalidInput("filters must be a kb.Filters")
+    if r.query is not None:
+        check_text(r.query, "query")
+        if not r.query.strip():
+            raise InvalidInput("the query is empty; type some words to search for")
+        if len(r.query) > MAX_QUERY_CHARS:
+            raise InvalidInput(f"the query is longer than {MAX_QUERY_CHARS} characters")
+    if r.mode in ("text", "hybrid") and r.query is None:
+        raise InvalidInput(f"a {r.mode} search needs query text")
+    if r.mode == "vector" and r.query is None and r.vector is None and r.document_id is None:
+        raise InvalidInput("a vector search needs query text, a vector or a document id")
+    if r.ef_search is not None:
+        check_limit(r.ef_search, "ef_search", MAX_EF_SEARCH)
+    if r.min_score is not None:
+        _number(r.min_score, "min_score")
+    if not 0.0 <= _number(r.mmr_lambda, "mmr_lambda") <= 1.0:
+        raise InvalidInput("mmr_lambda must be from 0 (most diverse) to 1 (most relevant)")
+    if r.fetch_k is not None:
+        check_limit(r.fetch_k, "fetch_k", MAX_K)
+        if r.fetch_k < r.k:
+            raise InvalidInput("fetch_k must be at least k")
+    if r.candidates is not None:
+        check_limit(r.candidates, "candidates", MAX_K)
+    weights = (_number(r.vector_weight, "vector_weight"), _number(r.text_weight, "text_weight"))
+    if min(weights) < 0 or max(weights) == 0:
+        raise InvalidInput("hybrid weights must be >= 0 and not both 0")
+    check_limit(r.rrf_k, "rrf_k", 10_000)
+
+
+def make_request(
+    query: str | None = None,
+    *,
+    collection: str | Sequence[str],
+    mode: str = "vector",
+    vector: Sequence[float] | np.ndarray | None = None,
+    document: uuid.UUID | str | None = None,
+    **options: Unpack[SearchOptions],
+) -> SearchRequest:
+    """Build and validate a SearchRequest (raises InvalidInput for anything out of range)."""
+    names = (collection,) if isinstance(collection, str) else tuple(collection)
+    opts: dict[str, Any] = dict(options)
+    opts["filters"] = coerce_filters(opts.get("filters"))
+    vec = None
+    if vector is not None:
+        vec = tuple(float(x) for x in check_vector(vector, field="query vector"))
+    doc = document_id(document) if document is not None else None
+    return SearchRequest(
+        collections=tuple(dict.fromkeys(names)),
+        mode=mode,
+        query=query,
+        vector=vec,
+        document_id=doc,
+        **opts,
+    )
+
+
+async def search(
+    session: AsyncSession,
+    query: str,
+    *,
+    collection: str | Sequence[str],
+    mode: str = "vector",
+    embedder: Embedder | None = None,
+    **options: Unpack[SearchOptions],
+) -> SearchResults:
+    """Search by text: vector (embedded with the collection's embedder), text or hybrid."""
+    if not isinstance(query, str):
+        raise InvalidInput(f"the query must be text, not {type(query).__name__}")
+    request = make_request(query, collection=collection, mode=mode, **options)
+    return await run_search(session, request, embedder=embedder)
+
+
+async def search_many(
+    session: AsyncSession,
+    queries: Sequence[str],
+    *,
+    collection: str | Sequence[str],
+    mode: str = "vector",
+    embedder: Embedder | None = None,
+    **options: Unpack[SearchOptions],
+) -> list[SearchResults]:
+    """Run several text queries with one embedding call; results in the order of `queries`."""
+    if isinstance(queries, str):
+        raise InvalidInput("search_many takes a list of queries, not one string")
+    requests = [make_request(q, collection=collection, mode=mode, **options) for q in queries]
+    if not requests:
+        return []
+    if mode != "text":
+        colls = await _collections(session, requests[0])
+        model = embedder or embedder_for(colls[0])
+        _check_embedder(model, colls[0])
+        vectors = await aembed_texts(model, [r.query or "" for r in requests])
+        requests = [
+            replace(r, vector=tuple(float(x) for x in v))
+            for r, v in zip(requests, vectors, strict=True)
+        ]
+    return [await run_search(session, r, embedder=embedder) for r in requests]
+
+
+async def search_by_vector(
+    session: AsyncSession,
+    vector: Sequence[float] | np.ndarray,
+    *,
+    collection: str | Sequence[str],
+    **options: Unpack[SearchOptions],
+) -> SearchResults:
+    """Search by a raw query vector (checked: right dimension, finite, non-zero)."""
+    request = make_request(collection=collection, vector=vector, **options)
+    return await run_search(session, request)
+
+
+async def similar(
+    session: AsyncSession,
+    document: uuid.UUID | str,
+    *,
+    collection: str | Sequence[str] | None = None,
+    **options: Unpack[SearchOptions],
+) -> SearchResults:
+    """Return documents like an existing one ("more like this"); no model is needed."""
+    doc = document_id(document)
+    names: str | Sequence[str]
+    if collection is None:
+        rows = await fetch_all(
+            session,
+            "SELECT c.name FROM documents d JOIN collections c ON c.id = d.collection_id "
+            "WHERE d.id = CAST(:doc AS uuid)",
+            {"doc": doc},
+        )
+        if not rows:
+            raise NotFound(f"No document with id {doc}.")
+        names = rows[0]["name"]
+    else:
+        names = collection
+    request = make_request(collection=names, document=doc, **options)
+    return await run_search(session, request)
+
+
+# ---------------------------------------------------------------------------------------------
+# Running a request
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledQuery:
+    """One SQL statement with its bound parameters and the transaction-local settings it needs."""
+
+    sql: str
+    params: dict[str, Any]
+    settings: dict[str, str]
+    exact: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Executed:
+    """What running a request did: the results and the statement that produced them."""
+
+    results: SearchResults
+    query: CompiledQuery
+    rows: int
+
+
+async def run_search(
+    session: AsyncSession, request: SearchRequest, *, embedder: Embedder | None = None
+) -> SearchResults:
+    """Run a SearchRequest and return its results."""
+    return (await execute_request(session, request, embedder=embedder)).results
+
+
+async def execute_request(
+    session: AsyncSession,
+    request: SearchRequest,
+    *,
+    embedder: Embedder | None = None,
+    fallback: bool = True,
+) -> Executed:
+    """Resolve, compile and run a request (re-running exactly if a filtered index scan is short)."""
+    # One round trip finds the collections and sets the search's settings.
+    colls = await _collections(session, request, apply=True)
+    request = await _resolve_vector(session, request, colls, embedder)
+    compiled = compile_request(request, colls)
+    rows = await run_compiled(session, compiled, apply=False)
+    notes: list[str] = []
+    exact_fallback = False
+    short = _vector_hits(rows, request) < request.list_depth
+    if fallback and short and not compiled.exact and not request.filters.is_empty:
+        exact_fallback = True
+        compiled = compile_request(replace(request, exact=True), colls)
+        rows = await run_compiled(session, compiled)
+        notes.append(
+            "The approximate index scan returned fewer rows than asked under this filter; "
+            "kb re-ran the search exactly."
+        )
+    items = _results(rows, request, colls)
+    if request.min_score is not None:
+        threshold = request.min_score
+        items = [item for item in items if item.score >= threshold]
+    if request.mmr:
+        items = _mmr(items, rows, request)
+    items = items[: request.k]
+    ranked = tuple(replace(item, rank=i) for i, item in enumerate(items, start=1))
+    results = SearchResults(
+        items=ranked, request=request, exact_fallback=exact_fallback, notes=tuple(notes)
+    )
+    return Executed(results=results, query=compiled, rows=len(rows))
+
+
+async def run_compiled(
+    session: AsyncSession, compiled: CompiledQuery, *, apply: bool = True
+) -> list[dict[str, Any]]:
+    """Apply the query's settings for this transaction (unless done already) and run it."""
+    if apply and compiled.settings:
+        await apply_settings(session, compiled.settings)
+    return [dict(row) for row in await fetch_all(session, compiled.sql, compiled.params)]
+
+
+def settings_for(request: SearchRequest) -> dict[str, str]:
+    """Return the transaction-local settings an approximate search runs with."""
+    if request.mode == "text" or request.exact:
+        return {}
+    return {
+        # Keep scanning the graph until enough rows pass the filter, in exact order.
+        "hnsw.iterative_scan": "strict_order",
+        "hnsw.ef_search": str(request.effective_ef_search),
+        # A generic plan would judge filters without their values; plan each run.
+        "plan_cache_mode": "force_custom_plan",
+    }
+
+
+async def _collections(
+    session: AsyncSession, request: SearchRequest, *, apply: bool = False
+) -> list[CollectionRef]:
+    colls = await lookup_collections(
+        session, request.collections, settings=settings_for(request) if apply else None
+    )
+    if request.mode != "text" or request.vector is not None:
+        first = colls[0]
+        for other in colls[1:]:
+            if (other.embedder, other.model, other.dimension, other.metric) != (
+                first.embedder,
+                first.model,
+                first.dimension,
+                first.metric,
+            ):
+                raise EmbedderMismatch(
+                    f"Collections {first.name!r} ({first.model}, {first.dimension} dims, "
+                    f"{first.metric}) and {other.name!r} ({other.model}, {other.dimension} "
+                    f"dims, {other.metric}) do not share an embedder; search them separately."
+                )
+    return colls
+
+
+def _check_embedder(embedder: Embedder, coll: CollectionRef) -> None:
+    if embedder.model != coll.model or embedder.dimension != coll.dimension:
+        raise EmbedderMismatch(
+            f"Collection {coll.name!r} was built with {coll.model} ({coll.dimension} dims); "
+            f"the embedder given is {embedder.model} ({embedder.dimension} dims)."
+        )
+
+
+async def _resolve_vector(
+    session: AsyncSession,
+    request: SearchRequest,
+    colls: list[CollectionRef],
+    embedder: Embedder | None,
+) -> SearchRequest:
+    if request.mode == "text":
+        return request
+    dim = colls[0].dimension
+    if request.vector is not None:
+        check_vector(request.vector, dimension=dim, field="query vector")
+        return request
+    if request.document_id is not None:
+        rows = await fetch_all(
+            session,
+            "SELECT d.collection_id, CAST(d.embedding AS real[]) AS vec FROM documents d "
+            "WHERE d.id = CAST(:doc AS uuid)",
+            {"doc": request.document_id},
+        )
+        if not rows:
+            raise NotFound(f"No document with id {request.document_id}.")
+        vec = rows[0]["vec"]
+        if len(vec) != dim:
+            raise EmbedderMismatch(
+                f"Document {request.document_id} has a {len(vec)}-dimensional embedding; "
+                f"collection {colls[0].name!r} holds {dim}-dimensional ones."
+            )
+        return replace(request, vector=tuple(float(x) for x in vec))
+    model = embedder or embedder_for(colls[0])
+    _check_embedder(model, colls[0])
+    vectors = await aembed_texts(model, [request.query or ""])
+    return replace(request, vector=tuple(float(x) for x in vectors[0]))
+
+
+# ---------------------------------------------------------------------------------------------
+# SQL
+
+
+def _query_vector(typed: str) -> str:
+    # The query vector travels as a binary float4[] parameter: no text to format or parse.
+    return f"CAST(CAST(:q AS real[]) AS {typed})"
+
+
+def _distance_sql(coll: CollectionRef, exact: bool) -> str:
+    op = OPERATORS[coll.metric]
+    if exact or not is_indexable(coll.dimension):
+        # The stored full-precision vectors, out of reach of any index: an exhaustive scan.
+        return f"d.embedding {op} {_query_vector('vector')}"
+    typed = vector_type(coll.dimension)
+    return f"{vector_expr(coll.dimension, 'd.embedding')} {op} {_query_vector(typed)}"
+
+
+def _ids_sql(colls: Sequence[CollectionRef]) -> str:
+    ids = [int(c.id) for c in colls]
+    if len(ids) == 1:
+        return f"d.collection_id = {ids[0]}"
+    return f"d.collection_id IN ({', '.join(map(str, ids))})"
+
+
+def _vector_sql(
+    colls: Sequence[CollectionRef],
+    filters_sql: list[str],
+    *,
+    columns: str,
+    limit: int,
+    exact: bool,
+    exclude: bool,
+) -> str:
+    branches = []
+    for coll in colls:
+        distance = _distance_sql(coll, exact)
+        conditions = [_ids_sql([coll]), *filters_sql]
+        if exclude:
+            conditions.append("d.id <> CAST(:exclude AS uuid)")
+        branches.append(
+            f"SELECT {columns}, {distance} AS distance FROM documents d "  # noqa: S608
+            f"WHERE {' AND '.join(conditions)} ORDER BY {distance} LIMIT {int(limit)}"
+        )
+    if len(branches) == 1:
+        return branches[0]
+    union = " UNION ALL ".join(f"({b})" for b in branches)
+    return f"SELECT * FROM ({union}) AS u ORDER BY distance, id LIMIT {int(limit)}"  # noqa: S608
+
+
+def _text_sql(
+    colls: Sequence[CollectionRef],
+    filters_sql: list[str],
+    *,
+    columns: str,
+    limit: int,
+    exclude: bool,
+) -> str:
+    conditions = [_ids_sql(colls), "d.tsv @@ tq.query", *filters_sql]
+    if exclude:
+        conditions.append("d.id <> CAST(:exclude AS uuid)")
+    return (
+        f"SELECT {columns}, ts_rank_cd(d.tsv, tq.query) AS text_score "  # noqa: S608
+        f"FROM documents d, websearch_to_tsquery('{TEXT_SEARCH_CONFIG}', CAST(:text AS text)) "
+        f"AS tq(query) WHERE {' AND '.join(conditions)} "
+        f"ORDER BY text_score DESC, d.id LIMIT {int(limit)}"
+    )
+
+
+def compile_request(request: SearchRequest, colls: Sequence[CollectionRef]) -> CompiledQuery:
+    """Return the SQL, parameters and settings that run `request` on `colls`."""
+    filters_sql, params = request.filters.sql("d")
+    exclude = request.document_id is not None
+    if exclude:
+        params["exclude"] = request.document_id
+    depth = request.list_depth
+    columns = DOC_COLUMNS + (", CAST(d.embedding AS real[]) AS embedding" if request.mmr else "")
+    exact = request.exact or not all(is_indexable(c.dimension) for c in colls)
+    settings = settings_for(request) if not exact else {}
+    if request.mode != "text":
+        assert request.vector is not None
+        params["q"] = list(request.vector)
+    if request.mode == "vector":
+        sql = _vector_sql(
+            colls, filters_sql, columns=columns, limit=depth, exact=exact, exclude=exclude
+        )
+    elif request.mode == "text":
+        params["text"] = request.query
+        sql = _text_sql(colls, filters_sql, columns=columns, limit=depth, exclude=exclude)
+    else:
+        params.update(
+            text=request.query,
+            w_vector=request.vector_weight,
+            w_text=request.text_weight,
+            rrf_k=request.rrf_k,
+        )
+        vec = _vector_sql(
+            colls, filters_sql, columns="d.id", limit=depth, exact=exact, exclude=exclude
+        )
+        txt = _text_sql(colls, filters_sql, columns="d.id", limit=depth, exclude=exclude)
+        op = OPERATORS[colls[0].metric]
+        sql = (
+            "WITH vec AS MATERIALIZED (SELECT v.id, v.distance, "  # noqa: S608
+            f"row_number() OVER (ORDER BY v.distance, v.id) AS rnk FROM ({vec}) AS v), "
+            "txt AS (SELECT t.id, row_number() OVER (ORDER BY t.text_score DESC, t.id) AS rnk "
+            f"FROM ({txt}) AS t), "
+            "fused AS (SELECT coalesce(vec.id, txt.id) AS id, vec.rnk AS vector_rank, "
+            "txt.rnk AS text_rank, vec.distance AS distance, "
+            "coalesce(CAST(:w_vector AS float8) / (CAST(:rrf_k AS float8) + vec.rnk), 0) "
+            "+ coalesce(CAST(:w_text AS float8) / (CAST(:rrf_k AS float8) + txt.rnk), 0) "
+            "AS fused_score FROM vec FULL JOIN txt ON vec.id = txt.id) "
+            f"SELECT {columns}, f.fused_score, f.vector_rank, f.text_rank, "
+            f"coalesce(f.distance, d.embedding {op} {_query_vector('vector')}) AS distance, "
+            "(SELECT count(*) FROM vec) AS vector_hits "
+            "FROM fused AS f JOIN documents AS d ON d.id = f.id "
+            f"ORDER BY f.fused_score DESC, d.id LIMIT {int(request.fetch)}"
+        )
+    return CompiledQuery(sql=sql, params=params, settings=settings, exact=exact)
+
+
+# ---------------------------------------------------------------------------------------------
+# Rows to results
+
+
+def _score(distance: float, metric: str) -> float:
+    if metric == "cosine":
+        return 1.0 - distance
+    # L2: the negated distance; inner product: pgvector's <#> is its negation already.
+    return -distance
+
+
+def _vector_hits(rows: list[dict[str, Any]], request: SearchRequest) -> int:
+    if request.mode == "text":
+        return request.list_depth  # no index scan to come back short
+    if request.mode == "hybrid":
+        return int(rows[0]["vector_hits"]) if rows else 0
+    return len(rows)
+
+
+def _results(
+    rows: list[dict[str, Any]], request: SearchRequest, colls: Sequence[CollectionRef]
+) -> list[SearchResult]:
+    names = {c.id: c.name for c in colls}
+    metric = colls[0].metric
+    out = []
+    for i, row in enumerate(rows, start=1):
+        distance = row.get("distance")
+        if request.mode == "vector":
+            score = _score(float(row["distance"]), metric)
+        elif request.mode == "text":
+            score = float(row["text_score"])
+        else:
+            score = float(row["fused_score"])
+        out.append(
+            SearchResult(
+                rank=i,
+                score=score,
+                distance=None if distance is None else float(distance),
+                mode=request.mode,
+                metric=metric,
+                operator=None if request.mode == "text" else OPERATORS[metric],
+                id=uuid.UUID(int=row["id"].int),
+                collection=names.get(row["collection_id"], str(row["collection_id"])),
+                title=row["title"],
+                source=row["source"],
+                chunk_index=row["chunk_index"],
+                created_at=row["created_at"],
+                metadata=dict(row["metadata"] or {}),
+                content=row["content"],
+                vector_rank=row.get("vector_rank"),
+                text_rank=row.get("text_rank"),
+            )
+        )
+    return out
+
+
+def _mmr(
+    items: list[SearchResult], rows: list[dict[str, Any]], request: SearchRequest
+) -> list[SearchResult]:
+    """Pick k of the candidates by maximal marginal relevance.
+
+    Relevance is the candidate's score scaled to 0..1 over the candidates; redundancy is the
+    highest cosine similarity to an item already picked; each step maximises
+    lambda * relevance - (1 - lambda) * redundancy.
+    """
+    if len(items) <= 1:
+        return items
+    by_id = {uuid.UUID(int=row["id"].int): row["embedding"] for row in rows}
+    vectors = np.asarray([by_id[item.id] for item in items], dtype=np.float64)
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    unit = vectors / np.where(norms == 0, 1.0, norms)
+    sims = unit @ unit.T
+    scores = np.asarray([item.score for item in items])
+    spread = scores.max() - scores.min()
+    relevance = (scores - scores.min()) / spread if spread > 0 else np.ones_like(scores)
+    lam = request.mmr_lambda
+    chosen: list[int] = [0]
+    redundancy = sims[0].copy()
+    remaining = set(range(1, len(items)))
+    while remaining and len(chosen) < request.k:
+        best = max(remaining, key=lambda j: lam * relevance[j] - (1 - lam) * redundancy[j])
+        chosen.append(best)
+        remaining.discard(best)
+        redundancy = np.maximum(redundancy, sims[best])
+    return [items[j] for j in chosen]

@@ -1,16 +1,27 @@
 """KB Explorer: explore a PostgreSQL + pgvector knowledge base from Python."""
 
 from kb.bridge import SyncDatabase
+from kb.browse import (
+    browse,
+    count_documents,
+    created_histogram,
+    facets,
+    get_document,
+    iter_documents,
+    neighbours,
+)
 from kb.collections import (
     CollectionInfo,
     create_collection,
     delete_collection,
+    ensure_collection,
     get_collection,
     list_collections,
 )
 from kb.config import Settings, get_settings, redact_url
 from kb.database import Database, connect, get_db, session
 from kb.db import create_engine, session_scope
+from kb.embedders import Embedder, EmbedderError, make_embedder
 from kb.errors import (
     CollectionNotFound,
     ConfigError,
@@ -23,10 +34,47 @@ from kb.errors import (
     QueryTimeout,
     ReadOnlyError,
 )
+from kb.explain import Explanation, RecallReport, explain, recall_at_k
+from kb.export import ExportIncomplete, ExportReport, export_documents, export_results
+from kb.filters import Filters
+from kb.ingest import (
+    IngestError,
+    IngestProgress,
+    IngestReport,
+    ProgressHolder,
+    Section,
+    SkippedFile,
+    SourceDocument,
+    chunk_text,
+    ingest,
+    ingest_documents,
+)
 from kb.models import Collection, Document
+from kb.results import (
+    SCORE_DEFINITIONS,
+    DocumentRecord,
+    Facet,
+    HistogramBin,
+    Neighbours,
+    Page,
+    SearchResult,
+    SearchResults,
+    to_dataframe,
+)
+from kb.search import (
+    SearchOptions,
+    SearchRequest,
+    make_request,
+    run_search,
+    search,
+    search_by_vector,
+    search_many,
+    similar,
+)
 from kb.status import DatabaseStatus, database_status
 
 __all__ = [
+    "SCORE_DEFINITIONS",
     "Collection",
     "CollectionInfo",
     "CollectionNotFound",
@@ -36,24 +84,70 @@ __all__ = [
     "DatabaseStatus",
     "DatabaseUnavailable",
     "Document",
+    "DocumentRecord",
+    "Embedder",
+    "EmbedderError",
     "EmbedderMismatch",
+    "Explanation",
+    "ExportIncomplete",
+    "ExportReport",
+    "Facet",
+    "Filters",
+    "HistogramBin",
+    "IngestError",
+    "IngestProgress",
+    "IngestReport",
     "InvalidInput",
     "KBError",
+    "Neighbours",
     "NotFound",
+    "Page",
+    "ProgressHolder",
     "QueryTimeout",
     "ReadOnlyError",
+    "RecallReport",
+    "SearchOptions",
+    "SearchRequest",
+    "SearchResult",
+    "SearchResults",
+    "Section",
     "Settings",
+    "SkippedFile",
+    "SourceDocument",
     "SyncDatabase",
+    "browse",
+    "chunk_text",
     "connect",
+    "count_documents",
     "create_collection",
     "create_engine",
+    "created_histogram",
     "database_status",
     "delete_collection",
+    "ensure_collection",
+    "explain",
+    "export_documents",
+    "export_results",
+    "facets",
     "get_collection",
     "get_db",
+    "get_document",
     "get_settings",
+    "ingest",
+    "ingest_documents",
+    "iter_documents",
     "list_collections",
+    "make_embedder",
+    "make_request",
+    "neighbours",
+    "recall_at_k",
     "redact_url",
+    "run_search",
+    "search",
+    "search_by_vector",
+    "search_many",
     "session",
     "session_scope",
+    "similar",
+    "to_dataframe",
 ]

@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kb import indexes
-from kb.errors import CollectionNotFound, InvalidInput
+from kb.errors import CollectionNotFound, EmbedderMismatch, InvalidInput
 from kb.models import Collection, Document
 
 
@@ -43,8 +43,12 @@ async def create_collection(
     metric: str = "cosine",
     description: str = "",
     settings: dict[str, Any] | None = None,
+    index: bool = True,
 ) -> Collection:
-    """Create a collection and its HNSW index; refuse a name that is taken."""
+    """Create a collection and its HNSW index; refuse a name that is taken.
+
+    `index=False` leaves the index to be built after a bulk load (see kb.ingest.indexing).
+    """
     name = name.strip() if isinstance(name, str) else name
     collection = Collection(
         name=name,
@@ -61,8 +65,52 @@ async def create_collection(
             await session.flush()
     except IntegrityError:
         raise InvalidInput(f"A collection named {name!r} already exists.") from None
-    await indexes.create_index(session, collection.id, dimension, metric)
+    if index:
+        await indexes.create_index(session, collection.id, dimension, metric)
     return collection
+
+
+async def ensure_collection(
+    session: AsyncSession,
+    name: str,
+    *,
+    embedder: str,
+    model: str,
+    dimension: int,
+    metric: str = "cosine",
+    description: str = "",
+    settings: dict[str, Any] | None = None,
+    index: bool = True,
+) -> Collection:
+    """Return the collection `name`, creating it if missing; refuse one with another model."""
+    try:
+        found = await get_collection(session, name)
+    except CollectionNotFound:
+        try:
+            return await create_collection(
+                session,
+                name,
+                embedder=embedder,
+                model=model,
+                dimension=dimension,
+                metric=metric,
+                description=description,
+                settings=settings,
+                index=index,
+            )
+        except InvalidInput as exc:
+            # Another session may have created it in the meantime: use theirs if so.
+            try:
+                found = await get_collection(session, name)
+            except CollectionNotFound:
+                raise exc from None
+    if found.model != model or found.dimension != dimension:
+        raise EmbedderMismatch(
+            f"Collection {found.name!r} was built with {found.model} ({found.dimension} dims); "
+            f"the embedder given is {model} ({dimension} dims). "
+            "Use the collection's own embedder, or ingest into a new collection."
+        )
+    return found
 
 
 async def get_collection(session: AsyncSession, name: str) -> Collection:

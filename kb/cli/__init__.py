@@ -6,7 +6,11 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
+from kb.cli import collections as collections_commands
 from kb.cli import db as db_commands
+from kb.cli import demo as demo_commands
+from kb.cli import ingest as ingest_commands
+from kb.cli import search as search_commands
 from kb.cli import serve as serve_commands
 from kb.errors import KBError
 
@@ -27,7 +31,14 @@ def build_parser() -> argparse.ArgumentParser:
         prog="kb", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (db_commands, serve_commands):
+    for module in (
+        db_commands,
+        serve_commands,
+        search_commands,
+        collections_commands,
+        ingest_commands,
+        demo_commands,
+    ):
         module.register(sub)
     return parser
 

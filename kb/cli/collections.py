@@ -1,0 +1,212 @@
+"""`kb collections ...`: list, create and delete collections."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from typing import Any
+
+from kb.collections import CollectionInfo, create_collection, delete_collection, list_collections
+from kb.config import get_settings
+from kb.database import connect
+from kb.embedders import KINDS, make_embedder
+from kb.errors import InvalidInput, ReadOnlyError
+from kb.models import METRICS
+
+LIST_HELP = """\
+List every collection with its document count, embedder, model, dimension and metric.
+With --json, print one JSON array of objects with the keys name, documents, embedder,
+model, dimension, metric, description, created_at, oldest and newest.
+"""
+
+CREATE_HELP = """\
+Create an empty collection for one embedder:
+  local    a sentence-transformers model on this machine (default all-MiniLM-L6-v2,
+           384 dims; --model takes another model name or a local model directory)
+  openai   an OpenAI-compatible /v1/embeddings API (KB_OPENAI_BASE_URL, KB_OPENAI_API_KEY;
+           default model text-embedding-3-small, 1536 dims)
+  hashing  feature hashing of words: lexical, no model, deterministic (--dimension, 384)
+`kb ingest` creates the collection itself when it is missing; create it first to choose a
+metric or a description.
+"""
+
+DELETE_HELP = """\
+Delete a collection with all its documents and its search index. Asks for confirmation on a
+terminal; without one (a script, a pipe), --yes is required.
+"""
+
+
+def register(sub: Any) -> None:
+    """Add the `collections` command group."""
+    parser = sub.add_parser(
+        "collections",
+        help="list, create or delete collections",
+        description=LIST_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON array")
+    parser.set_defaults(handler=_list)
+    actions = parser.add_subparsers(dest="collections_command", metavar="ACTION")
+
+    p = actions.add_parser(
+        "create",
+        help="create an empty collection",
+        description=CREATE_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("name", help="collection name (unique)")
+    p.add_argument(
+        "--embedder",
+        choices=KINDS,
+        default=None,
+        help="embedding provider (default KB_EMBEDDER, else local)",
+    )
+    p.add_argument("--model", help="model name (or a local model directory for local)")
+    p.add_argument("--dimension", type=int, help="vector length (hashing; unknown API models)")
+    p.add_argument(
+        "--metric", choices=METRICS, default=None, help="distance metric (default cosine)"
+    )
+    p.add_argument("--description", default="", help="a line saying what the collection holds")
+    p.add_argument("--json", action="store_true", help="print the new collection as JSON")
+    p.set_defaults(handler=_create)
+
+    p = actions.add_parser(
+        "delete",
+        help="delete a collection and its documents",
+        description=DELETE_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("name", help="collection to delete")
+    p.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
+    p.set_defaults(handler=_delete)
+
+
+def _row(c: CollectionInfo) -> dict[str, Any]:
+    return {
+        "name": c.name,
+        "documents": c.documents,
+        "embedder": c.embedder,
+        "model": c.model,
+        "dimension": c.dimension,
+        "metric": c.metric,
+        "description": c.description,
+        "created_at": c.created_at.isoformat(),
+        "oldest": c.oldest.isoformat() if c.oldest else None,
+        "newest": c.newest.isoformat() if c.newest else None,
+    }
+
+
+def _list(args: argparse.Namespace) -> int:
+    async def run() -> list[CollectionInfo]:
+        db = await connect()
+        try:
+            async with db.session() as s:
+                return await list_collections(s)
+        finally:
+            await db.close()
+
+    collections = asyncio.run(run())
+    if args.json:
+        print(json.dumps([_row(c) for c in collections]))
+        return 0
+    if not collections:
+        print("No collections yet. Create one with `kb collections create NAME` or `kb ingest`.")
+        return 0
+    headers = ("name", "documents", "embedder", "model", "dim", "metric")
+    rows = [
+        (c.name, str(c.documents), c.embedder, c.model, str(c.dimension), c.metric)
+        for c in collections
+    ]
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+    for line in (headers, *rows):
+        print("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip())
+    return 0
+
+
+def _create(args: argparse.Namespace) -> int:
+    settings = get_settings()
+    if settings.read_only:
+        raise ReadOnlyError("kb is in read-only mode (KB_READ_ONLY); creating would write.")
+    embedder = make_embedder(args.embedder, args.model, dimension=args.dimension)
+    if args.dimension is not None and args.dimension != embedder.dimension:
+        raise InvalidInput(
+            f"{embedder.model} makes {embedder.dimension}-dimensional vectors, "
+            f"not {args.dimension}; leave out --dimension"
+        )
+
+    async def run() -> dict[str, Any]:
+        db = await connect(settings)
+        try:
+            async with db.session() as s:
+                await create_collection(
+                    s,
+                    args.name,
+                    embedder=embedder.kind,
+                    model=embedder.model,
+                    dimension=embedder.dimension,
+                    metric=args.metric or embedder.metric,
+                    description=args.description,
+                )
+            async with db.session() as s:
+                info = next(c for c in await list_collections(s) if c.name == args.name.strip())
+            return _row(info)
+        finally:
+            await db.close()
+
+    row = asyncio.run(run())
+    if args.json:
+        print(json.dumps(row))
+    else:
+        print(
+            f"Created collection {row['name']!r}: {row['embedder']} {row['model']} "
+            f"({row['dimension']} dims, {row['metric']})."
+        )
+    return 0
+
+
+def _confirm(question: str) -> bool:
+    try:
+        answer = input(f"{question} [y/N] ")
+    except EOFError:
+        return False
+    return answer.strip().lower() in ("y", "yes")
+
+
+def _delete(args: argparse.Namespace) -> int:
+    settings = get_settings()
+    if settings.read_only:
+        raise ReadOnlyError("kb is in read-only mode (KB_READ_ONLY); deleting would write.")
+    if not args.yes and not sys.stdin.isatty():
+        print(
+            f"kb: error: not deleting {args.name!r} without confirmation: stdin is not a "
+            "terminal; add --yes to delete it.",
+            file=sys.stderr,
+        )
+        return 2
+
+    async def run() -> int | None:
+        db = await connect(settings)
+        try:
+            if not args.yes:
+                async with db.session() as s:
+                    info = next((c for c in await list_collections(s) if c.name == args.name), None)
+                if info is not None:
+                    question = (
+                        f"Delete collection {info.name!r} and its {info.documents} document(s)?"
+                    )
+                    # input() blocks; keep it off the event loop.
+                    if not await asyncio.to_thread(_confirm, question):
+                        return None
+            async with db.session() as s:
+                return await delete_collection(s, args.name)
+        finally:
+            await db.close()
+
+    removed = asyncio.run(run())
+    if removed is None:
+        print("Nothing deleted.")
+        return 1
+    print(f"Deleted collection {args.name!r} and {removed} document(s).")
+    return 0

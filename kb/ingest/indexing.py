@@ -1,0 +1,94 @@
+"""The collection's HNSW index around a bulk load.
+
+Every row inserted into a collection with an HNSW index pays an index insert (measured here:
+~330 rows/s with the index, ~2,700 rows/s without it plus ~12 s to build it for 20k x 384).
+A large load into an EMPTY collection is therefore faster without the index, built once at
+the end. Dropping and re-creating an index inside a batch transaction would lock out every
+reader of `documents`, so instead: the index is dropped up front only while the collection is
+empty (nothing to search yet, a lock timeout keeps it from queueing behind readers), and
+rebuilt at the end with CREATE INDEX CONCURRENTLY, which blocks neither readers nor writers.
+Searches during the load stay correct (exact scans). Every ingest ends by making sure the
+index exists and is valid, so one that died before rebuilding it is repaired by the next.
+"""
+
+from __future__ import annotations
+
+from contextlib import suppress
+
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
+
+from kb import indexes
+from kb.database import Database
+from kb.errors import KBError
+
+# Below this many chunks the incremental inserts cost a few seconds: not worth the rebuild.
+DEFER_MIN_CHUNKS = 2000
+# Building the graph in memory is much faster than spilling to disk.
+BUILD_MEMORY = "1GB"
+
+
+async def collection_is_empty(db: Database, collection_id: int) -> bool:
+    """Tell whether a collection holds no documents."""
+    async with db.session() as s:
+        found = await s.scalar(
+            text("SELECT EXISTS (SELECT 1 FROM documents WHERE collection_id = :c)"),
+            {"c": collection_id},
+        )
+    return not found
+
+
+async def drop_for_load(db: Database, collection_id: int) -> bool:
+    """Drop an empty collection's index before a bulk load; return whether it was dropped."""
+    try:
+        async with db.session() as s:
+            await s.execute(text("SET LOCAL lock_timeout = '2s'"))
+            busy = await s.scalar(
+                text("SELECT EXISTS (SELECT 1 FROM documents WHERE collection_id = :c)"),
+                {"c": collection_id},
+            )
+            if busy:
+                return False
+            await indexes.drop_index(s, collection_id)
+    except (KBError, DBAPIError):
+        # Readers hold the table: keep the index and pay the incremental inserts instead.
+        return False
+    return True
+
+
+async def index_state(db: Database, collection_id: int) -> bool | None:
+    """Return True if the index exists and is valid, False if invalid, None if missing."""
+    async with db.session() as s:
+        valid = await s.scalar(
+            text("SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass(:name)"),
+            {"name": indexes.index_name(collection_id)},
+        )
+    return None if valid is None else bool(valid)
+
+
+async def ensure_index(db: Database, collection_id: int, dimension: int, metric: str) -> bool:
+    """Build the collection's index concurrently if it is missing or invalid; return if built."""
+    if not indexes.is_indexable(dimension):
+        return False
+    state = await index_state(db, collection_id)
+    if state is True:
+        return False
+    name = indexes.index_name(collection_id)
+    sql = indexes.create_index_sql(collection_id, dimension, metric).replace(
+        "CREATE INDEX IF NOT EXISTS", "CREATE INDEX CONCURRENTLY IF NOT EXISTS", 1
+    )
+    async with db.engine.connect() as conn:
+        auto = await conn.execution_options(isolation_level="AUTOCOMMIT")
+        try:
+            # A build on a big collection outlasts the per-statement timeout.
+            await auto.execute(text("SET statement_timeout = 0"))
+            await auto.execute(text(f"SET maintenance_work_mem = '{BUILD_MEMORY}'"))
+            if state is False:
+                # Left by a build that was interrupted: it would block IF NOT EXISTS.
+                await auto.execute(text(f"DROP INDEX CONCURRENTLY IF EXISTS {name}"))
+            await auto.execute(text(sql))
+        finally:
+            with suppress(Exception):
+                await auto.execute(text("RESET statement_timeout"))
+                await auto.execute(text("RESET maintenance_work_mem"))
+    return True

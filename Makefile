@@ -13,8 +13,8 @@ app: setup
 	$(VENV)/bin/kb serve --port $(PORT)
 
 lint: setup
-	$(VENV)/bin/ruff check kb tests migrations bench app.py pages
-	$(VENV)/bin/ruff format --check kb tests migrations bench app.py pages
+	$(VENV)/bin/ruff check kb ui tests migrations bench app.py pages
+	$(VENV)/bin/ruff format --check kb ui tests migrations bench app.py pages
 	$(VENV)/bin/mypy
 
 test: lint

@@ -1,0 +1,1 @@
+"""Helpers for the Streamlit pages of KB Explorer (kb itself never imports Streamlit)."""

@@ -137,3 +137,34 @@ def test_tests_refuse_to_run_on_the_app_database(tmp_path: Path) -> None:
     )
     assert out.returncode != 0
     assert "TEST_DATABASE_URL equals DATABASE_URL" in out.stdout + out.stderr
+
+
+async def test_upgrade_from_the_first_revision_keeps_every_document(
+    new_database: Callable[[], Awaitable[URL]],
+) -> None:
+    from alembic.script import ScriptDirectory
+
+    from kb.migrate import alembic_config
+
+    first = ScriptDirectory.from_config(alembic_config()).get_base()
+    url = await new_database()
+    # Back to the first revision (a no-op while it is also the head), data in, then upgrade.
+    _ok(run_cli("alembic", "downgrade", str(first), url=url))
+    conn = await asyncpg.connect(**_asyncpg_kwargs(url))
+    cid = await conn.fetchval(
+        "INSERT INTO collections (name, embedder, model, dimension) "
+        "VALUES ('old', 'hashing', 'feature-hashing-3', 3) RETURNING id"
+    )
+    await conn.executemany(
+        "INSERT INTO documents (collection_id, source, chunk_index, content, content_hash, "
+        "embedding, metadata) VALUES ($1, 's', $2, $3, md5($3), $4, '{\"k\": 1}')",
+        [(cid, i, f"text {i}", f"[1,{i},2]") for i in range(50)],
+    )
+    before = await conn.fetch("SELECT id, content, embedding::text FROM documents ORDER BY id")
+    await conn.close()
+    _ok(run_cli("alembic", "upgrade", "head", url=url))
+    conn = await asyncpg.connect(**_asyncpg_kwargs(url))
+    after = await conn.fetch("SELECT id, content, embedding::text FROM documents ORDER BY id")
+    await conn.close()
+    assert len(before) == 50
+    assert [tuple(r) for r in after] == [tuple(r) for r in before]

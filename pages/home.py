@@ -49,8 +49,7 @@ def _table(collections: list[kb.CollectionInfo]) -> pd.DataFrame:
 
 def _overview(collections: list[kb.CollectionInfo]) -> None:
     if not collections:
-        st.info("No collections yet: create one below, or ingest files into a new one.")
-        st.page_link("pages/ingest.py", label="Ingest files", icon=":material/upload_file:")
+        page.no_collections(": create one below, or ingest files into a new one.")
         return
     total = sum(c.documents for c in collections)
     left, middle, right = st.columns(3)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pandas as pd
 import streamlit as st
 
@@ -151,6 +153,7 @@ def _start(
         path = ingesting.check_folder(st.session_state.get("i_folder", ""), settings)
         include = [p for p in st.session_state.get("i_include", "").split(",") if p.strip()]
         exclude = [p for p in st.session_state.get("i_exclude", "").split(",") if p.strip()]
+        ingesting.check_links(path, settings, include=include, exclude=exclude)
         job = registry.start(
             f"{path} into {collection!r}",
             lambda job: ingesting.run_folder(
@@ -183,7 +186,9 @@ def _form(
             f"Files ({types}); up to {settings.max_upload_mb:g} MB each",
             accept_multiple_files=True,
             key=_uploader_key(),
-            max_upload_size=max(1, int(settings.max_upload_mb)),
+            # The browser's cap (whole MB) never refuses what the limit allows; the
+            # exact limit is checked again on the server, per file.
+            max_upload_size=max(1, math.ceil(settings.max_upload_mb)),
         )
     else:
         roots = ingesting.allowed_roots(settings)

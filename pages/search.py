@@ -399,8 +399,7 @@ def render() -> None:
     show_flash()
     names = bridge.collection_names()
     if not names:
-        st.info("No collections yet.")
-        st.page_link("pages/ingest.py", label="Ingest files", icon=":material/upload_file:")
+        page.no_collections()
         return
     if URL.arrived():
         st.session_state.s_problems = _load_from_url(names)

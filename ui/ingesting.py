@@ -17,8 +17,15 @@ from pathlib import Path
 from typing import Any
 
 import kb
-from kb.ingest import IngestError, IngestProgress, IngestReport, SkippedFile, read_entry
-from kb.ingest.discover import FileEntry
+from kb.ingest import (
+    SUPPORTED_TYPES,
+    IngestError,
+    IngestProgress,
+    IngestReport,
+    SkippedFile,
+    read_entry,
+)
+from kb.ingest.discover import FileEntry, discover
 from ui.jobs import Job
 
 
@@ -59,12 +66,36 @@ def check_folder(raw: str, settings: kb.Settings) -> Path:
     if not path.is_absolute():
         path = roots[0] / path
     real = path.resolve()
-    if not any(real == root or real.is_relative_to(root) for root in roots):
+    if not _inside(real, roots):
         allowed = ", ".join(str(r) for r in roots)
         raise kb.InvalidInput(f"{text} is outside the folders the app may read ({allowed}).")
     if not real.exists():
         raise kb.InvalidInput(f"{text} does not exist on the server.")
     return real
+
+
+def _inside(real: Path, roots: Sequence[Path]) -> bool:
+    return any(real == root or real.is_relative_to(root) for root in roots)
+
+
+def check_links(
+    path: Path, settings: kb.Settings, *, include: Sequence[str], exclude: Sequence[str]
+) -> None:
+    """Refuse a folder holding links to files outside the allowed roots (after the globs).
+
+    The walk never enters a linked folder, but a linked file would be read wherever it points.
+    """
+    if not path.is_dir():
+        return  # check_folder already resolved a file given directly
+    roots = allowed_roots(settings)
+    files, _ = discover([str(path)], include=include, exclude=exclude)
+    out = [f.source for f in files if not _inside(Path(os.path.realpath(f.path)), roots)]
+    if out:
+        shown = ", ".join(out[:5]) + (f" and {len(out) - 5} more" if len(out) > 5 else "")
+        raise kb.InvalidInput(
+            f"Links to files outside the folders the app may read: {shown}. Nothing was "
+            "ingested; remove the links, or leave them out with the exclude globs."
+        )
 
 
 def progress_text(progress: IngestProgress | None) -> tuple[float, str]:
@@ -85,9 +116,36 @@ def progress_text(progress: IngestProgress | None) -> tuple[float, str]:
     )
 
 
+# Never opened: an archive's members would need limits of their own (zip bombs).
+ARCHIVE_TYPES = frozenset(
+    (".zip", ".gz", ".tgz", ".tar", ".bz2", ".xz", ".zst", ".7z", ".rar", ".jar", ".whl")
+)
+
+
 def _safe_name(name: str) -> str:
     base = re.sub(r"[^\w.\- ]+", "_", os.path.basename(name.replace("\\", "/"))).strip(" .")
-    return (base or "upload")[:150]
+    base = base or "upload"
+    if len(base) > 150:
+        # Keep the extension: it picks the reader.
+        suffix = Path(base).suffix[:20]
+        base = Path(base).stem[: 150 - len(suffix)] + suffix
+    return base
+
+
+def refused_upload(name: str, size: int, max_bytes: int) -> str | None:
+    """Return why an upload is refused before it is stored anywhere, or None."""
+    if size > max_bytes:
+        return (
+            f"too large: {size / 1e6:.2f} MB is over the {max_bytes / 1e6:g} MB upload limit "
+            "(KB_MAX_UPLOAD_MB)"
+        )
+    suffix = Path(_safe_name(name)).suffix.lower()
+    if suffix in ARCHIVE_TYPES:
+        return f"an archive ({suffix}): archives are not opened; upload the files inside it"
+    if suffix not in SUPPORTED_TYPES:
+        known = ", ".join(sorted(SUPPORTED_TYPES))
+        return f"unsupported file type {suffix or '(no extension)'} (kb reads {known})"
+    return None
 
 
 def run_uploads(
@@ -106,14 +164,9 @@ def run_uploads(
     folder = Path(tempfile.mkdtemp(prefix="kb-upload-"))
     try:
         for i, (name, data) in enumerate(files):
-            if len(data) > max_bytes:
-                skipped.append(
-                    SkippedFile(
-                        name,
-                        f"too large: {len(data) / 1e6:.1f} MB is over the "
-                        f"{max_bytes / 1e6:g} MB upload limit (KB_MAX_UPLOAD_MB)",
-                    )
-                )
+            reason = refused_upload(name, len(data), max_bytes)
+            if reason is not None:
+                skipped.append(SkippedFile(name, reason))
                 continue
             # Each upload in a folder of its own keeps its own file name (readers use it).
             path = folder / str(i) / _safe_name(name)

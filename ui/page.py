@@ -24,14 +24,11 @@ def _leave_legacy_navigation() -> None:
     # AppTest run) uses the old folder-based navigation: the page file then runs directly,
     # without app.py, and the sidebar lists file names. Run the app's own navigation in this
     # same run instead (a rerun would drop the button click that started it), then stop.
-    try:
-        from streamlit.runtime.pages_manager import PagesManager
-    except ImportError:  # pragma: no cover - a Streamlit without the legacy mode
-        return
-    if PagesManager.uses_pages_directory:
-        PagesManager.uses_pages_directory = False
-        from ui.app import main
+    # Streamlit's process-wide legacy flag cannot tell: sessions whose first runs start
+    # together all run in legacy mode, and only the first would see the flag set.
+    from ui.app import main, running_a_page
 
+    if not running_a_page():
         main()
         st.stop()
 
@@ -118,6 +115,15 @@ def forget_stale(key: str, options: list[Any]) -> None:
     """Drop a choice widget's remembered value when it is no longer an option (deleted)."""
     if key in st.session_state and st.session_state[key] not in options:
         del st.session_state[key]
+
+
+def no_collections(hint: str = ".") -> None:
+    """Say there is no collection yet; link to Ingest unless writes are off (KB_READ_ONLY)."""
+    if bridge.settings().read_only:
+        st.info("No collections yet.")
+        return
+    st.info("No collections yet" + hint)
+    st.page_link("pages/ingest.py", label="Ingest files", icon=":material/upload_file:")
 
 
 def refuse_writes_when_read_only() -> bool:

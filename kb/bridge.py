@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from kb.config import Settings, get_settings
 from kb.database import Database, connect
-from kb.errors import KBError
+from kb.errors import DatabaseUnavailable, KBError
 
 T = TypeVar("T")
 P = ParamSpec("P")
@@ -65,6 +65,25 @@ class SyncDatabase:
                 self._db = await connect(self.settings, upgrade=self._upgrade)
             return self._db
 
+    async def _with_database(self, fn: Callable[[Database], Awaitable[T]]) -> T:
+        try:
+            return await fn(await self._database())
+        except DatabaseUnavailable:
+            if not self.settings.uses_embedded_server:
+                raise
+        # kb started the embedded server on demand; if it has stopped since, start it again
+        # (with a fresh pool) and retry once.
+        await self._reset()
+        return await fn(await self._database())
+
+    async def _reset(self) -> None:
+        assert self._db_lock is not None
+        async with self._db_lock:
+            db, self._db = self._db, None
+        if db is not None:
+            with suppress(Exception):
+                await db.close()
+
     @property
     def database(self) -> Database:
         """Return the connected Database, connecting on first use."""
@@ -79,12 +98,11 @@ class SyncDatabase:
     ) -> T:
         """Run `fn(session, *args, **kwargs)` in a new session, commit, and return its result."""
 
-        async def _call() -> T:
-            db = await self._database()
+        async def _call(db: Database) -> T:
             async with db.session() as session:
                 return await fn(session, *args, **kwargs)
 
-        return self.run(_call())
+        return self.run(self._with_database(_call))
 
     def with_db(
         self,
@@ -95,10 +113,10 @@ class SyncDatabase:
     ) -> T:
         """Run `fn(database, *args, **kwargs)` on the bridge (for calls that manage sessions)."""
 
-        async def _call() -> T:
-            return await fn(await self._database(), *args, **kwargs)
+        async def _call(db: Database) -> T:
+            return await fn(db, *args, **kwargs)
 
-        return self.run(_call())
+        return self.run(self._with_database(_call))
 
     def close(self) -> None:
         """Dispose the engine and stop the loop thread."""

@@ -52,3 +52,40 @@ def test_bad_scheme_is_refused() -> None:
     out = run_cli("kb", "db", "status", env={"DATABASE_URL": "mysql://u@h/d"})
     assert out.returncode == 1
     assert "postgresql+asyncpg://" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_serve_starts_the_app_even_when_the_database_is_down() -> None:
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+    from pathlib import Path
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "KB_"))}
+    env |= {"DATABASE_URL": "postgresql://u:pw7@127.0.0.1:1/x", "KB_CONNECT_TIMEOUT": "2"}
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "kb"), "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline, healthy = time.monotonic() + 90, False
+        while time.monotonic() < deadline and not healthy:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health") as r:
+                    healthy = r.status == 200
+            except OSError:
+                time.sleep(0.5)
+        assert healthy, "the app did not come up while the database was down"
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=30)
+    assert "it will connect when it can" in out
+    assert "pw7" not in out

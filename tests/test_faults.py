@@ -91,14 +91,38 @@ def test_database_restarted_mid_session(data_dir: Path) -> None:
     settings = kb.Settings(_env_file=None, data_dir=data_dir)  # type: ignore[call-arg]
     with kb.SyncDatabase(settings) as bridge:
         bridge.call(kb.create_collection, "before", embedder="e", model="m", dimension=3)
+        first = _postmaster_pid(settings.pgdata)
         assert embedded.stop(settings.pgdata)
-        # While it is down: a clear error, not a hang or a traceback.
+        embedded.start(settings.pgdata, database=settings.embedded_database)
+        # Restarted behind its back: the next call works without restarting anything
+        # (pre-ping drops the dead connections from the pool).
+        assert [c.name for c in bridge.call(kb.list_collections)] == ["before"]
+        assert _postmaster_pid(settings.pgdata) != first
+
+
+def test_stopped_embedded_server_is_started_again_on_demand(data_dir: Path) -> None:
+    settings = kb.Settings(_env_file=None, data_dir=data_dir)  # type: ignore[call-arg]
+    with kb.SyncDatabase(settings) as bridge:
+        bridge.call(kb.create_collection, "kept", embedder="e", model="m", dimension=3)
+        assert embedded.stop(settings.pgdata)
+        # kb started it on demand; stopped, it is started again by the next call.
+        assert [c.name for c in bridge.call(kb.list_collections)] == ["kept"]
+        assert (settings.pgdata / "postmaster.pid").exists()
+
+
+def test_external_database_down_mid_session(data_dir: Path) -> None:
+    # An external server (DATABASE_URL) kb must not start: a clear error while it is down,
+    # and the same bridge works again once it is back.
+    pgdata = data_dir / "pgdata"
+    url = embedded.start(pgdata, database="kb")
+    settings = settings_for(url, connect_timeout=3)
+    with kb.SyncDatabase(settings) as bridge:
+        bridge.call(kb.create_collection, "ext", embedder="e", model="m", dimension=3)
+        assert embedded.stop(pgdata)
         with pytest.raises(kb.DatabaseUnavailable):
             bridge.call(kb.list_collections)
-        embedded.start(settings.pgdata, database=settings.embedded_database)
-        # Back up: the next call works without restarting anything (pre-ping drops dead
-        # connections from the pool).
-        assert [c.name for c in bridge.call(kb.list_collections)] == ["before"]
+        embedded.start(pgdata, database="kb")
+        assert [c.name for c in bridge.call(kb.list_collections)] == ["ext"]
 
 
 def test_embedded_server_killed_with_sigkill_recovers(data_dir: Path) -> None:

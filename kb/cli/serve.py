@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import os
 import sys
 from typing import Any
 
 from kb import demo
 from kb.cli.demo import progress_printer
+from kb.config import get_settings
 from kb.database import Database, connect
-from kb.errors import KBError
+from kb.errors import DatabaseUnavailable, KBError
 from kb.migrate import ROOT
 from kb.status import database_status
 
@@ -65,7 +67,12 @@ def _serve(args: argparse.Namespace) -> int:
             await db.close()
         return f"{status.url} (revision {status.current_revision})"
 
-    print(f"kb: database ready: {asyncio.run(prepare())}", flush=True)
+    try:
+        print(f"kb: database ready: {asyncio.run(prepare())}", flush=True)
+    except DatabaseUnavailable as exc:
+        # Serve anyway: every page says what is wrong and recovers once the database is back.
+        print(f"kb: warning: {exc}\nkb: starting the app; it will connect when it can.", flush=True)
+    settings = get_settings()
     extra = [a for a in args.streamlit_args if a != "--"]
     cmd = [
         sys.executable,
@@ -81,6 +88,9 @@ def _serve(args: argparse.Namespace) -> int:
         "true",
         "--browser.gatherUsageStats",
         "false",
+        # The server refuses bigger uploads before holding them in memory.
+        "--server.maxUploadSize",
+        str(max(1, math.ceil(settings.max_upload_mb))),
         *extra,
     ]
     print(f"kb: serving on http://{args.host}:{args.port}", flush=True)

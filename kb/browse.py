@@ -150,7 +150,7 @@ def document_id(value: uuid.UUID | str) -> uuid.UUID:
     raise InvalidInput(f"{value!r} is not a document id (a UUID).")
 
 
-def record(row: RowMapping, names: Mapping[int, str]) -> DocumentRecord:
+def record(row: RowMapping | Mapping[str, Any], names: Mapping[int, str]) -> DocumentRecord:
     """Build a DocumentRecord from a row selected with DOC_COLUMNS."""
     return DocumentRecord(
         id=uuid.UUID(int=row["id"].int),

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, TypedDict, Unpack
 
 import numpy as np
@@ -29,13 +29,14 @@ from kb.browse import (
     document_id,
     fetch_all,
     lookup_collections,
+    record,
 )
 from kb.embedders import Embedder, aembed_texts, embedder_for
 from kb.errors import EmbedderMismatch, InvalidInput, NotFound
 from kb.filters import Filters, coerce_filters
 from kb.indexes import OPERATORS, is_indexable, vector_expr, vector_type
 from kb.models import TEXT_SEARCH_CONFIG, check_text, check_vector
-from kb.results import SearchResult, SearchResults
+from kb.results import DocumentRecord, SearchResult, SearchResults
 
 MODES = ("vector", "text", "hybrid")
 MAX_K = 1000
@@ -563,6 +564,10 @@ def _vector_hits(rows: list[dict[str, Any]], request: SearchRequest) -> int:
     return len(rows)
 
 
+def _document_fields(doc: DocumentRecord) -> dict[str, Any]:
+    return {f.name: getattr(doc, f.name) for f in fields(doc)}
+
+
 def _results(
     rows: list[dict[str, Any]], request: SearchRequest, colls: Sequence[CollectionRef]
 ) -> list[SearchResult]:
@@ -585,14 +590,7 @@ def _results(
                 mode=request.mode,
                 metric=metric,
                 operator=None if request.mode == "text" else OPERATORS[metric],
-                id=uuid.UUID(int=row["id"].int),
-                collection=names.get(row["collection_id"], str(row["collection_id"])),
-                title=row["title"],
-                source=row["source"],
-                chunk_index=row["chunk_index"],
-                created_at=row["created_at"],
-                metadata=dict(row["metadata"] or {}),
-                content=row["content"],
+                **_document_fields(record(row, names)),
                 vector_rank=row.get("vector_rank"),
                 text_rank=row.get("text_rank"),
             )

@@ -89,3 +89,21 @@ def test_serve_starts_the_app_even_when_the_database_is_down() -> None:
         out, _ = proc.communicate(timeout=30)
     assert "it will connect when it can" in out
     assert "pw7" not in out
+
+
+async def test_read_only_cli_refuses_every_write(new_database, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    url: URL = await new_database()
+    note = tmp_path / "note.txt"
+    note.write_text("a note that must not be stored")
+    env = {"KB_READ_ONLY": "1"}
+    for args in (
+        ("kb", "collections", "create", "notes", "--embedder", "hashing"),
+        ("kb", "ingest", str(note), "--collection", "notes", "--embedder", "hashing"),
+        ("kb", "collections", "delete", "notes", "--yes"),
+        ("kb", "demo", "--embedder", "hashing", "--modules", "json"),
+    ):
+        out = run_cli(*args, url=url, env=env)
+        assert out.returncode == 1, (args, out.stdout, out.stderr)
+        assert "read-only" in out.stderr and "Traceback" not in out.stderr, (args, out.stderr)
+    listed = run_cli("kb", "collections", "--json", url=url, env=env)
+    assert listed.returncode == 0 and json.loads(listed.stdout) == []

@@ -20,6 +20,10 @@ lint: setup
 test: lint
 	$(VENV)/bin/python -m pytest
 
+bench: setup
+	mkdir -p bench/results
+	$(VENV)/bin/python -m bench --tier $(or $(TIER),S) --out bench/results/$(or $(TIER),S).json
+
 notebooks: setup
 	$(VENV)/bin/jupyter lab notebooks/
 

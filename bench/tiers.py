@@ -28,6 +28,7 @@ class Tier:
     corpus_queries: int
     embed_chunks: int  # chunks per embedding-throughput measurement
     competitors: bool
+    embed_all: bool = True  # every embedding set-up, or only the default and the candidate
 
 
 TIERS: dict[str, Tier] = {
@@ -39,7 +40,7 @@ TIERS: dict[str, Tier] = {
         clusters=30,
         ingest_rows=2_000,
         ingest_rows_wide=500,
-        orm_rows=2_000,
+        orm_rows=500,
         ingest_rounds=1,
         queries=30,
         repeats=2,
@@ -47,10 +48,11 @@ TIERS: dict[str, Tier] = {
         page_size=50,
         browse_depths=(0, 1_000),
         qps_queries=20,
-        corpus_chunks=60,
+        corpus_chunks=40,
         corpus_queries=10,
         embed_chunks=16,
         competitors=True,
+        embed_all=False,
     ),
     "M": Tier(
         name="M",

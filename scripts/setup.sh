@@ -25,6 +25,6 @@ if [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ]; then
     pip_install --upgrade pip
     # The CPU build of torch first: sentence-transformers would otherwise pull a multi-GB CUDA build.
     pip_install "torch==2.13.0"
-    pip_install -e ".[dev,notebooks]"
+    pip_install -e ".[dev,notebooks,bench]"
     echo "$want" > "$STAMP"
 fi

@@ -18,6 +18,7 @@ from sqlalchemy.engine import URL, make_url
 
 import kb
 from kb.config import Settings, normalize_database_url
+from kb.db import asyncpg_kwargs
 
 # Index builds on the M and L tiers run longer than kb's default statement timeout.
 STATEMENT_TIMEOUT_S = 1800.0
@@ -30,20 +31,6 @@ def settings_for(url: URL) -> Settings:
         database_url=url.render_as_string(hide_password=False),
         statement_timeout=STATEMENT_TIMEOUT_S,
     )
-
-
-def asyncpg_kwargs(url: URL) -> dict[str, Any]:
-    """Return asyncpg.connect keyword arguments for a SQLAlchemy URL (socket hosts too)."""
-    host = url.query.get("host") or url.host
-    if isinstance(host, tuple):
-        host = host[0]
-    return {
-        "host": host,
-        "port": url.port,
-        "user": url.username,
-        "password": url.password,
-        "database": url.database,
-    }
 
 
 async def raw_connect(url: URL, *, vector_codec: bool = True) -> asyncpg.Connection:

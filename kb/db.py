@@ -59,7 +59,8 @@ def unavailable(url: URL | str, cause: BaseException | str) -> DatabaseUnavailab
     )
 
 
-def _asyncpg_kwargs(url: URL) -> dict[str, Any]:
+def asyncpg_kwargs(url: URL) -> dict[str, Any]:
+    """Return asyncpg.connect keyword arguments for a URL (a Unix socket dir in ?host= too)."""
     host = url.query.get("host") or url.host
     if isinstance(host, tuple):
         host = host[0]
@@ -75,7 +76,7 @@ def _asyncpg_kwargs(url: URL) -> dict[str, Any]:
 async def ensure_database(url: URL | str, *, connect_timeout: float = 10.0) -> None:
     """Create the database named in `url` if it does not exist yet."""
     url = make_url(url)
-    kwargs = _asyncpg_kwargs(url)
+    kwargs = asyncpg_kwargs(url)
     try:
         conn = await asyncpg.connect(**kwargs, timeout=connect_timeout)
     except asyncpg.exceptions.InvalidCatalogNameError:

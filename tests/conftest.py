@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 import kb
 from helpers import settings_for
-from kb.db import _asyncpg_kwargs
+from kb.db import asyncpg_kwargs
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -46,7 +46,7 @@ def server_url() -> Iterator[URL]:
 
 
 async def _admin(url: URL) -> asyncpg.Connection:
-    return await asyncpg.connect(**_asyncpg_kwargs(url))
+    return await asyncpg.connect(**asyncpg_kwargs(url))
 
 
 _names = itertools.count()

@@ -28,7 +28,7 @@ import kb
 from app_helpers import NOTES, TIMEOUT, Open, Seeded, frame, seed, texts
 from helpers import ROOT, settings_for, url_text
 from kb import embedded
-from kb.db import _asyncpg_kwargs
+from kb.db import asyncpg_kwargs
 
 # The AppTest fixtures: open_app, seeded, release_bridges.
 pytest_plugins = ["app_fixtures"]
@@ -72,7 +72,7 @@ async def reader_url(seeded: tuple[URL, Seeded]) -> AsyncIterator[URL]:
     """The seeded database through a login role that may only SELECT (as the README says)."""
     url, _ = seeded
     role = f"kb_ui_reader_{os.getpid()}"
-    admin = await asyncpg.connect(**_asyncpg_kwargs(url))
+    admin = await asyncpg.connect(**asyncpg_kwargs(url))
     try:
         await admin.execute(f"CREATE ROLE {role} LOGIN")
         await admin.execute(f'GRANT CONNECT ON DATABASE "{url.database}" TO {role}')

@@ -37,7 +37,7 @@ from browser_helpers import (
     sidebar_labels,
     streamlit_server,
 )
-from kb.db import _asyncpg_kwargs
+from kb.db import asyncpg_kwargs
 
 pytestmark = pytest.mark.browser
 if not CHROMIUM.exists():
@@ -330,7 +330,7 @@ async def test_browser_sessions_under_load_stay_correct_and_flat(
     url = await new_database()
     await seed(url)
     env = {"DATABASE_POOL_SIZE": str(POOL_SIZE), "DATABASE_MAX_OVERFLOW": str(MAX_OVERFLOW)}
-    admin = await asyncpg.connect(**_asyncpg_kwargs(url))
+    admin = await asyncpg.connect(**asyncpg_kwargs(url))
     load = Load()
     with streamlit_server(url, env=env) as base:
         proc = streamlit_process(base.rsplit(":", 1)[1])

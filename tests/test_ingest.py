@@ -23,7 +23,7 @@ from sqlalchemy.engine import URL
 
 import kb
 from helpers import settings_for, url_text
-from kb.db import _asyncpg_kwargs
+from kb.db import asyncpg_kwargs
 from kb.embedders.hashing import HashingEmbedder
 from kb.ingest import IngestError, IngestProgress, ProgressHolder, SourceDocument, indexing
 from kb.ingest.pipeline import chunk_rows
@@ -359,7 +359,7 @@ async def test_an_ingest_killed_midway_keeps_whole_batches_and_a_rerun_completes
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
     )
-    conn = await asyncpg.connect(**_asyncpg_kwargs(kdb.url))
+    conn = await asyncpg.connect(**asyncpg_kwargs(kdb.url))
     try:
         count = 0
         deadline = time.monotonic() + 60

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 import kb
 from helpers import settings_for
-from kb.db import _asyncpg_kwargs
+from kb.db import asyncpg_kwargs
 
 
 def _kill_backend_inside(original: Any, url: Any, on_call: int) -> Any:
@@ -27,7 +27,7 @@ def _kill_backend_inside(original: Any, url: Any, on_call: int) -> Any:
         calls["n"] += 1
         if calls["n"] == on_call:
             pid = await session.scalar(text("SELECT pg_backend_pid()"))
-            admin = await asyncpg.connect(**_asyncpg_kwargs(url))
+            admin = await asyncpg.connect(**asyncpg_kwargs(url))
             try:
                 calls["killed"] += int(
                     await admin.fetchval("SELECT pg_terminate_backend($1)", pid) or 0

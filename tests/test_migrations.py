@@ -10,11 +10,11 @@ import asyncpg
 from sqlalchemy.engine import URL
 
 from helpers import ROOT, run_cli
-from kb.db import _asyncpg_kwargs
+from kb.db import asyncpg_kwargs
 
 
 async def _tables(url: URL) -> set[str]:
-    conn = await asyncpg.connect(**_asyncpg_kwargs(url))
+    conn = await asyncpg.connect(**asyncpg_kwargs(url))
     try:
         rows = await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
         return {r["tablename"] for r in rows}
@@ -54,13 +54,13 @@ async def test_upgrade_creates_the_vector_extension(
 ) -> None:
     # A database made from template0 has no extension; `alembic upgrade head` must create it.
     name = "kbtest_bare_ext"
-    admin = await asyncpg.connect(**_asyncpg_kwargs(server_url))
+    admin = await asyncpg.connect(**asyncpg_kwargs(server_url))
     await admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
     await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE template0')
     try:
         url = server_url.set(database=name)
         _ok(run_cli("alembic", "upgrade", "head", url=url))
-        conn = await asyncpg.connect(**_asyncpg_kwargs(url))
+        conn = await asyncpg.connect(**asyncpg_kwargs(url))
         assert await conn.fetchval("SELECT extversion FROM pg_extension WHERE extname='vector'")
         await conn.close()
     finally:
@@ -104,7 +104,7 @@ async def test_downgrade_that_would_drop_data_says_so_first(
     new_database: Callable[[], Awaitable[URL]],
 ) -> None:
     url = await new_database()
-    conn = await asyncpg.connect(**_asyncpg_kwargs(url))
+    conn = await asyncpg.connect(**asyncpg_kwargs(url))
     cid = await conn.fetchval(
         "INSERT INTO collections (name, embedder, model, dimension) "
         "VALUES ('keep', 'hashing', 'feature-hashing-3', 3) RETURNING id"
@@ -150,7 +150,7 @@ async def test_upgrade_from_the_first_revision_keeps_every_document(
     url = await new_database()
     # Back to the first revision (a no-op while it is also the head), data in, then upgrade.
     _ok(run_cli("alembic", "downgrade", str(first), url=url))
-    conn = await asyncpg.connect(**_asyncpg_kwargs(url))
+    conn = await asyncpg.connect(**asyncpg_kwargs(url))
     cid = await conn.fetchval(
         "INSERT INTO collections (name, embedder, model, dimension) "
         "VALUES ('old', 'hashing', 'feature-hashing-3', 3) RETURNING id"
@@ -163,7 +163,7 @@ async def test_upgrade_from_the_first_revision_keeps_every_document(
     before = await conn.fetch("SELECT id, content, embedding::text FROM documents ORDER BY id")
     await conn.close()
     _ok(run_cli("alembic", "upgrade", "head", url=url))
-    conn = await asyncpg.connect(**_asyncpg_kwargs(url))
+    conn = await asyncpg.connect(**asyncpg_kwargs(url))
     after = await conn.fetch("SELECT id, content, embedding::text FROM documents ORDER BY id")
     await conn.close()
     assert len(before) == 50

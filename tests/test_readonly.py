@@ -10,7 +10,7 @@ from sqlalchemy import text
 
 import kb
 from helpers import settings_for
-from kb.db import _asyncpg_kwargs
+from kb.db import asyncpg_kwargs
 
 
 async def test_read_only_mode_refuses_writes_at_the_database(new_database) -> None:  # type: ignore[no-untyped-def]
@@ -41,7 +41,7 @@ async def test_read_only_mode_refuses_writes_at_the_database(new_database) -> No
 async def test_select_only_role(new_database) -> None:  # type: ignore[no-untyped-def]
     url = await new_database()
     role = f"kb_reader_{os.getpid()}"
-    admin = await asyncpg.connect(**_asyncpg_kwargs(url))
+    admin = await asyncpg.connect(**asyncpg_kwargs(url))
     try:
         await admin.execute(f"CREATE ROLE {role} LOGIN")
         await admin.execute(f'GRANT CONNECT ON DATABASE "{url.database}" TO {role}')

@@ -14,17 +14,17 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import text
-from sqlalchemy.engine import RowMapping
+import asyncpg
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from kb.collections import get_collection
+from kb import refs
+from kb.collections import not_found_message
 from kb.cursor import ORDERS, Position, decode_cursor, encode_cursor
-from kb.db import translating
 from kb.errors import CollectionNotFound, InvalidInput, NotFound
 from kb.filters import Filters, coerce_filters
 from kb.models import Collection, check_text
 from kb.results import DocumentRecord, Facet, HistogramBin, Neighbours, Page
+from kb.statements import apply_settings, fetch_all, plan_settings
 
 MAX_PAGE_SIZE = 500
 HISTOGRAM_UNITS = ("hour", "day", "week", "month", "year")
@@ -33,17 +33,6 @@ DOC_COLUMNS = (
 )
 
 FilterArg = Filters | Mapping[str, Any] | None
-
-
-async def fetch_all(
-    session: AsyncSession, sql: str, params: Mapping[str, Any] | None = None
-) -> Sequence[RowMapping]:
-    """Run one statement and return its rows, with driver errors turned into kb errors."""
-    bind = session.bind
-    url = getattr(getattr(bind, "engine", bind), "url", None)
-    with translating(url):
-        result = await session.execute(text(sql), dict(params or {}))
-        return result.mappings().all()
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +51,8 @@ CollectionArg = str | Collection | CollectionRef
 
 
 def _ref(item: Any) -> CollectionRef:
-    get = item.__getitem__ if isinstance(item, Mapping) else item.__getattribute__
+    is_object = isinstance(item, Collection | CollectionRef)
+    get = item.__getattribute__ if is_object else item.__getitem__
     return CollectionRef(
         id=int(get("id")),
         name=get("name"),
@@ -79,34 +69,32 @@ async def lookup_collections(
     *,
     settings: Mapping[str, str] | None = None,
 ) -> list[CollectionRef]:
-    """Return the collections in the order given, applying `settings` (like SET LOCAL) in the
-    same round trip; raise CollectionNotFound naming the known ones for an unknown name."""
+    """Return the collections in the order given, applying `settings` (see kb.statements) in
+    the same round trip; raise CollectionNotFound naming the known ones for an unknown name."""
     names = [c for c in collections if isinstance(c, str)]
     for name in names:
         check_name(name)
-    params: dict[str, Any] = {"names": names}
-    calls = []
-    for i, (setting, value) in enumerate((settings or {}).items()):
-        calls.append(f", set_config(:g{i}, :v{i}, true) AS s{i}")
-        params[f"g{i}"] = setting
-        params[f"v{i}"] = value
+    plan = await plan_settings(session, settings or {})
     found: dict[str, CollectionRef] = {}
-    if names or calls:
+    if names or plan.calls:
+        calls = "".join(f", {call} AS s{i}" for i, call in enumerate(plan.calls))
         rows = await fetch_all(
             session,
             "SELECT c.id, c.name, c.embedder, c.model, c.dimension, c.metric"  # noqa: S608
-            f"{''.join(calls)} FROM collections c "
-            "WHERE c.name = ANY(CAST(:names AS text[]))",
-            params,
+            f"{calls} FROM collections c WHERE c.name = ANY(CAST(:names AS text[]))",
+            {"names": names, **plan.params},
         )
         found = {row["name"]: _ref(row) for row in rows}
-        if calls and not rows:
+        refs.remember(session, list(found.values()))
+        if rows:
+            plan.done()
+        elif plan.calls:
             await apply_settings(session, settings or {})
     out = []
     for c in collections:
         if isinstance(c, str):
             if c not in found:
-                await get_collection(session, c)  # raises the standard, helpful error
+                await _not_found(session, c)
             out.append(found[c])
         elif isinstance(c, Collection | CollectionRef):
             out.append(_ref(c))
@@ -115,22 +103,15 @@ async def lookup_collections(
     return out
 
 
+async def _not_found(session: AsyncSession, name: str) -> None:
+    rows = await fetch_all(session, "SELECT name FROM collections ORDER BY name")
+    raise CollectionNotFound(not_found_message(name, [row["name"] for row in rows]))
+
+
 def check_name(name: Any) -> None:
     """Refuse a collection name that cannot exist (not text, or holding a NUL byte)."""
     if not isinstance(name, str) or "\x00" in name:
         raise CollectionNotFound(f"No collection named {name!r}.")
-
-
-async def apply_settings(session: AsyncSession, settings: Mapping[str, str]) -> None:
-    """Set planner/pgvector settings for the rest of this transaction (like SET LOCAL)."""
-    calls = []
-    params: dict[str, str] = {}
-    for i, (name, value) in enumerate(settings.items()):
-        calls.append(f"set_config(:g{i}, :v{i}, true)")
-        params[f"g{i}"] = name
-        params[f"v{i}"] = value
-    if calls:
-        await fetch_all(session, "SELECT " + ", ".join(calls), params)
 
 
 async def resolve_collection(session: AsyncSession, collection: CollectionArg) -> CollectionRef:
@@ -150,18 +131,25 @@ def document_id(value: uuid.UUID | str) -> uuid.UUID:
     raise InvalidInput(f"{value!r} is not a document id (a UUID).")
 
 
-def record(row: RowMapping | Mapping[str, Any], names: Mapping[int, str]) -> DocumentRecord:
+def record_fields(
+    row: Mapping[str, Any] | asyncpg.Record, names: Mapping[int, str]
+) -> dict[str, Any]:
+    """Return the DocumentRecord fields of a row selected with DOC_COLUMNS."""
+    return {
+        "id": uuid.UUID(int=row["id"].int),
+        "collection": names.get(row["collection_id"], str(row["collection_id"])),
+        "title": row["title"],
+        "source": row["source"],
+        "chunk_index": row["chunk_index"],
+        "created_at": row["created_at"],
+        "metadata": dict(row["metadata"] or {}),
+        "content": row["content"],
+    }
+
+
+def record(row: Mapping[str, Any] | asyncpg.Record, names: Mapping[int, str]) -> DocumentRecord:
     """Build a DocumentRecord from a row selected with DOC_COLUMNS."""
-    return DocumentRecord(
-        id=uuid.UUID(int=row["id"].int),
-        collection=names.get(row["collection_id"], str(row["collection_id"])),
-        title=row["title"],
-        source=row["source"],
-        chunk_index=row["chunk_index"],
-        created_at=row["created_at"],
-        metadata=dict(row["metadata"] or {}),
-        content=row["content"],
-    )
+    return DocumentRecord(**record_fields(row, names))
 
 
 def check_limit(value: int, name: str, maximum: int) -> int:
@@ -374,7 +362,7 @@ async def facets(
     return [Facet(row["value"], int(row["n"])) for row in await fetch_all(session, sql, params)]
 
 
-async def _document_row(session: AsyncSession, doc_id: uuid.UUID) -> tuple[RowMapping, str]:
+async def _document_row(session: AsyncSession, doc_id: uuid.UUID) -> tuple[asyncpg.Record, str]:
     rows = await fetch_all(
         session,
         f"SELECT {DOC_COLUMNS}, c.name AS collection_name FROM documents d "  # noqa: S608

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -120,13 +121,14 @@ async def get_collection(session: AsyncSession, name: str) -> Collection:
     found = await session.scalar(select(Collection).where(Collection.name == name))
     if found is None:
         names = (await session.scalars(select(Collection.name).order_by(Collection.name))).all()
-        hint = (
-            f" Known collections: {', '.join(names)}."
-            if names
-            else " There are no collections yet."
-        )
-        raise CollectionNotFound(f"No collection named {name!r}.{hint}")
+        raise CollectionNotFound(not_found_message(name, names))
     return found
+
+
+def not_found_message(name: str, known: Sequence[str]) -> str:
+    """Return the 'no such collection' message, naming the collections that do exist."""
+    hint = f" Known collections: {', '.join(known)}." if known else " There are no collections yet."
+    return f"No collection named {name!r}.{hint}"
 
 
 async def list_collections(session: AsyncSession) -> list[CollectionInfo]:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager, suppress
 from typing import Any
 
 import asyncpg
+from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -105,7 +107,7 @@ async def ensure_database(url: URL | str, *, connect_timeout: float = 10.0) -> N
 
 
 def create_engine(settings: Settings | None = None, *, url: URL | str | None = None) -> AsyncEngine:
-    """Create an AsyncEngine with the pool settings, pre-ping, timeouts and read-only mode."""
+    """Create an AsyncEngine with the pool settings, a ping on checkout, timeouts, read-only."""
     settings = settings or get_settings()
     target = make_url(url) if url is not None else resolve_url(settings)
     server_settings = {
@@ -116,15 +118,50 @@ def create_engine(settings: Settings | None = None, *, url: URL | str | None = N
     }
     if settings.read_only:
         server_settings["default_transaction_read_only"] = "on"
-    return _create_async_engine(
+    engine = _create_async_engine(
         target,
         pool_size=settings.database_pool_size,
         max_overflow=settings.database_max_overflow,
         pool_timeout=settings.database_pool_timeout,
-        pool_pre_ping=True,
         echo=settings.echo_sql,
         connect_args={"timeout": settings.connect_timeout, "server_settings": server_settings},
     )
+    event.listen(engine.sync_engine, "checkout", _ping)
+    event.listen(engine.sync_engine, "checkin", _checked_in)
+    return engine
+
+
+# A connection back in the pool for less than this was working a moment ago (the window
+# HikariCP uses for the same purpose); older ones are pinged before use.
+PING_AFTER_IDLE_S = 0.5
+_CHECKED_IN = "kb.checked_in"
+
+
+def _checked_in(dbapi_connection: Any, record: Any) -> None:
+    if record is not None:
+        record.info[_CHECKED_IN] = time.monotonic()
+
+
+def _ping(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+    """Check a pooled connection on checkout; a dead one is replaced, transparently.
+
+    SQLAlchemy's own pre-ping costs three round trips on asyncpg (BEGIN, a query, ROLLBACK);
+    this is one simple query, and none for a connection that was in use half a second ago.
+    A restarted server is still caught before use: its connections all sat idle through the
+    restart, and one that fails mid-call is invalidated (kb.statements).
+    """
+    driver = getattr(dbapi_connection, "driver_connection", None)
+    if driver is not None and driver.is_closed():
+        # The server hung up (asyncpg saw it); no need to ask.
+        raise sa_exc.DisconnectionError("the server closed this pooled connection")
+    last = record.info.get(_CHECKED_IN) if record is not None else None
+    if last is not None and time.monotonic() - last < PING_AFTER_IDLE_S:
+        return
+    try:
+        dbapi_connection.run_async(lambda conn: conn.execute("SELECT 1"))
+    except Exception as exc:
+        # The pool discards this connection and checks out (or opens) another.
+        raise sa_exc.DisconnectionError(f"stale pooled connection: {exc}") from exc
 
 
 def sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

@@ -10,9 +10,10 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from kb.browse import apply_settings, count_documents, fetch_all
+from kb.browse import count_documents
 from kb.embedders import Embedder
 from kb.search import SearchRequest, execute_request
+from kb.statements import apply_settings, fetch_all, pinned
 
 _INDEX = re.compile(
     r"(?:Index Scan|Index Only Scan)(?: Backward)? using (\S+)|Bitmap Index Scan on (\S+)"
@@ -103,14 +104,16 @@ async def explain(
     embedder: Embedder | None = None,
 ) -> Explanation:
     """Run a search and explain the statement that produced its results."""
-    done = await execute_request(session, request, embedder=embedder)
-    compiled = done.query
-    options = "ANALYZE, BUFFERS, " if analyze else ""
-    if compiled.settings:
-        await apply_settings(session, compiled.settings)
-    rows = await fetch_all(
-        session, f"EXPLAIN ({options}FORMAT TEXT) {compiled.sql}", compiled.params
-    )
+    # The plan must be made on the same connection, under the settings the search ran with.
+    async with pinned(session):
+        done = await execute_request(session, request, embedder=embedder)
+        compiled = done.query
+        options = "ANALYZE, BUFFERS, " if analyze else ""
+        if compiled.settings:
+            await apply_settings(session, compiled.settings)
+        rows = await fetch_all(
+            session, f"EXPLAIN ({options}FORMAT TEXT) {compiled.sql}", compiled.params
+        )
     plan = "\n".join(str(next(iter(row.values()))) for row in rows)
     ran = done.results.request
     got = len(done.results)

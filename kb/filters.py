@@ -186,10 +186,13 @@ def parse_filter_args(items: Iterable[str]) -> Filters:
     return Filters(metadata=contained, metadata_text=text_pairs)
 
 
+NO_FILTERS = Filters()
+
+
 def coerce_filters(value: Filters | Mapping[str, Any] | None) -> Filters:
     """Accept a Filters, a plain dict of its fields, or None."""
     if value is None:
-        return Filters()
+        return NO_FILTERS
     if isinstance(value, Filters):
         return value
     if isinstance(value, Mapping):

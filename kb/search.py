@@ -15,28 +15,28 @@ from __future__ import annotations
 import math
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, TypedDict, Unpack
 
 import numpy as np
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from kb import hybrid, planning, refs
 from kb.browse import (
     DOC_COLUMNS,
     CollectionRef,
-    apply_settings,
     check_limit,
     document_id,
-    fetch_all,
     lookup_collections,
-    record,
+    record_fields,
 )
 from kb.embedders import Embedder, aembed_texts, embedder_for
 from kb.errors import EmbedderMismatch, InvalidInput, NotFound
 from kb.filters import Filters, coerce_filters
 from kb.indexes import OPERATORS, is_indexable, vector_expr, vector_type
 from kb.models import TEXT_SEARCH_CONFIG, check_text, check_vector
-from kb.results import DocumentRecord, SearchResult, SearchResults
+from kb.results import SearchResult, SearchResults
+from kb.statements import apply_settings, fetch_all, pinned
 
 MODES = ("vector", "text", "hybrid")
 MAX_K = 1000
@@ -177,7 +177,7 @@ def make_request(
     opts["filters"] = coerce_filters(opts.get("filters"))
     vec = None
     if vector is not None:
-        vec = tuple(float(x) for x in check_vector(vector, field="query vector"))
+        vec = tuple(check_vector(vector, field="query vector").tolist())
     doc = document_id(document) if document is not None else None
     return SearchRequest(
         collections=tuple(dict.fromkeys(names)),
@@ -308,30 +308,63 @@ async def execute_request(
     fallback: bool = True,
 ) -> Executed:
     """Resolve, compile and run a request (re-running exactly if a filtered index scan is short)."""
-    # One round trip finds the collections and sets the search's settings.
-    colls = await _collections(session, request, apply=True)
-    request = await _resolve_vector(session, request, colls, embedder)
-    compiled = compile_request(request, colls)
-    rows = await run_compiled(session, compiled, apply=False)
+    # One round trip finds the collections and applies the search's settings (none, when the
+    # connection has them already).
+    asked = request
+    plan = planning.needs_planning(request)
     notes: list[str] = []
-    exact_fallback = False
-    short = _vector_hits(rows, request) < request.list_depth
-    if fallback and short and not compiled.exact and not request.filters.is_empty:
-        exact_fallback = True
-        compiled = compile_request(replace(request, exact=True), colls)
-        rows = await run_compiled(session, compiled)
-        notes.append(
-            "The approximate index scan returned fewer rows than asked under this filter; "
-            "kb re-ran the search exactly."
-        )
-    items = _results(rows, request, colls)
+    async with pinned(session):
+        # Remembered collections save the lookup; the statement then checks them (kb.refs).
+        colls = refs.recall(session, request.collections)
+        remembered = colls is not None
+        if colls is None:
+            # A filtered search's settings wait until its path is chosen.
+            colls = await _collections(session, request, apply=not plan)
+        else:
+            _check_shared_embedder(request, colls)
+            if not plan:
+                await apply_settings(session, settings_for(request))
+        request = await _resolve_vector(session, request, colls, embedder)
+        if plan:
+            where_sql, where_params = request.filters.sql("d")
+            found = await planning.estimate(session, colls, " AND ".join(where_sql), where_params)
+            request, note = planning.choose(request, found)
+            if note:
+                notes.append(note)
+        compiled = compile_request(request, colls)
+        # The guard is bookkeeping: `Executed.query` (what explain shows) is the search itself.
+        ran = _guard(compiled, request, colls) if remembered else compiled
+        rows = await run_compiled(session, ran, apply=plan)
+        if remembered:
+            if not rows or not rows[0][refs.VALID]:
+                # A collection was deleted, re-created or renamed since it was remembered.
+                refs.forget(session, asked.collections)
+                return await execute_request(session, asked, embedder=embedder, fallback=fallback)
+            rows = [_without_guard(row) for row in rows if row["id"] is not None]
+        exact_fallback = False
+        short = _vector_hits(rows, request) < request.list_depth
+        if fallback and short and not compiled.exact and not request.filters.is_empty:
+            exact_fallback = True
+            compiled = compile_request(replace(request, exact=True), colls)
+            rows = await run_compiled(session, compiled)
+            notes.append(
+                "The approximate index scan returned fewer rows than asked under this filter; "
+                "kb re-ran the search exactly."
+            )
+    if rows and int(rows[0].get("text_matches") or 0) > hybrid.TEXT_RANK_MAX:
+        notes.append(hybrid.TOO_COMMON_NOTE)
+    metric = colls[0].metric
+    scored = [(_row_score(row, request.mode, metric), row) for row in rows]
     if request.min_score is not None:
         threshold = request.min_score
-        items = [item for item in items if item.score >= threshold]
+        scored = [pair for pair in scored if pair[0] >= threshold]
     if request.mmr:
-        items = _mmr(items, rows, request)
-    items = items[: request.k]
-    ranked = tuple(replace(item, rank=i) for i, item in enumerate(items, start=1))
+        scored = _mmr(scored, request)
+    names = {c.id: c.name for c in colls}
+    ranked = tuple(
+        _result(rank, score, row, request.mode, metric, names)
+        for rank, (score, row) in enumerate(scored[: request.k], start=1)
+    )
     results = SearchResults(
         items=ranked, request=request, exact_fallback=exact_fallback, notes=tuple(notes)
     )
@@ -341,23 +374,41 @@ async def execute_request(
 async def run_compiled(
     session: AsyncSession, compiled: CompiledQuery, *, apply: bool = True
 ) -> list[dict[str, Any]]:
-    """Apply the query's settings for this transaction (unless done already) and run it."""
+    """Apply the query's settings (unless done already) and run it."""
     if apply and compiled.settings:
         await apply_settings(session, compiled.settings)
     return [dict(row) for row in await fetch_all(session, compiled.sql, compiled.params)]
 
 
 def settings_for(request: SearchRequest) -> dict[str, str]:
-    """Return the transaction-local settings an approximate search runs with."""
+    """Return the settings an approximate search runs with (see kb.statements)."""
     if request.mode == "text" or request.exact:
         return {}
     return {
         # Keep scanning the graph until enough rows pass the filter, in exact order.
         "hnsw.iterative_scan": "strict_order",
         "hnsw.ef_search": str(request.effective_ef_search),
-        # A generic plan would judge filters without their values; plan each run.
-        "plan_cache_mode": "force_custom_plan",
+        # A generic plan would judge filters without their values: plan each filtered run.
+        # Without a filter the plan is the same for every vector (the collection id is a
+        # literal), and re-planning a hybrid statement would cost most of a millisecond.
+        "plan_cache_mode": "auto" if request.filters.is_empty else "force_custom_plan",
     }
+
+
+_ORDER = {"vector": "r.distance, r.id", "text": "r.text_score DESC, r.id"}
+
+
+def _guard(
+    compiled: CompiledQuery, request: SearchRequest, colls: Sequence[CollectionRef]
+) -> CompiledQuery:
+    order = _ORDER.get(request.mode, "r.fused_score DESC, r.id")
+    sql, params = refs.guarded(compiled.sql, colls, order)
+    return replace(compiled, sql=sql, params={**compiled.params, **params})
+
+
+def _without_guard(row: dict[str, Any]) -> dict[str, Any]:
+    row.pop(refs.VALID, None)
+    return row
 
 
 async def _collections(
@@ -366,6 +417,11 @@ async def _collections(
     colls = await lookup_collections(
         session, request.collections, settings=settings_for(request) if apply else None
     )
+    _check_shared_embedder(request, colls)
+    return colls
+
+
+def _check_shared_embedder(request: SearchRequest, colls: Sequence[CollectionRef]) -> None:
     if request.mode != "text" or request.vector is not None:
         first = colls[0]
         for other in colls[1:]:
@@ -380,7 +436,6 @@ async def _collections(
                     f"{first.metric}) and {other.name!r} ({other.model}, {other.dimension} "
                     f"dims, {other.metric}) do not share an embedder; search them separately."
                 )
-    return colls
 
 
 def _check_embedder(embedder: Embedder, coll: CollectionRef) -> None:
@@ -524,23 +579,17 @@ def compile_request(request: SearchRequest, colls: Sequence[CollectionRef]) -> C
         vec = _vector_sql(
             colls, filters_sql, columns="d.id", limit=depth, exact=exact, exclude=exclude
         )
-        txt = _text_sql(colls, filters_sql, columns="d.id", limit=depth, exclude=exclude)
+        text_conditions = [_ids_sql(colls), "d.tsv @@ tq.query", *filters_sql]
+        if exclude:
+            text_conditions.append("d.id <> CAST(:exclude AS uuid)")
         op = OPERATORS[colls[0].metric]
-        sql = (
-            "WITH vec AS MATERIALIZED (SELECT v.id, v.distance, "  # noqa: S608
-            f"row_number() OVER (ORDER BY v.distance, v.id) AS rnk FROM ({vec}) AS v), "
-            "txt AS (SELECT t.id, row_number() OVER (ORDER BY t.text_score DESC, t.id) AS rnk "
-            f"FROM ({txt}) AS t), "
-            "fused AS (SELECT coalesce(vec.id, txt.id) AS id, vec.rnk AS vector_rank, "
-            "txt.rnk AS text_rank, vec.distance AS distance, "
-            "coalesce(CAST(:w_vector AS float8) / (CAST(:rrf_k AS float8) + vec.rnk), 0) "
-            "+ coalesce(CAST(:w_text AS float8) / (CAST(:rrf_k AS float8) + txt.rnk), 0) "
-            "AS fused_score FROM vec FULL JOIN txt ON vec.id = txt.id) "
-            f"SELECT {columns}, f.fused_score, f.vector_rank, f.text_rank, "
-            f"coalesce(f.distance, d.embedding {op} {_query_vector('vector')}) AS distance, "
-            "(SELECT count(*) FROM vec) AS vector_hits "
-            "FROM fused AS f JOIN documents AS d ON d.id = f.id "
-            f"ORDER BY f.fused_score DESC, d.id LIMIT {int(request.fetch)}"
+        sql = hybrid.hybrid_sql(
+            columns=columns,
+            vector_sql=vec,
+            text_conditions=text_conditions,
+            depth=depth,
+            fetch=request.fetch,
+            exact_distance=f"d.embedding {op} {_query_vector('vector')}",
         )
     return CompiledQuery(sql=sql, params=params, settings=settings, exact=exact)
 
@@ -564,66 +613,61 @@ def _vector_hits(rows: list[dict[str, Any]], request: SearchRequest) -> int:
     return len(rows)
 
 
-def _document_fields(doc: DocumentRecord) -> dict[str, Any]:
-    return {f.name: getattr(doc, f.name) for f in fields(doc)}
+def _row_score(row: Mapping[str, Any], mode: str, metric: str) -> float:
+    if mode == "vector":
+        return _score(float(row["distance"]), metric)
+    if mode == "text":
+        return float(row["text_score"])
+    return float(row["fused_score"])
 
 
-def _results(
-    rows: list[dict[str, Any]], request: SearchRequest, colls: Sequence[CollectionRef]
-) -> list[SearchResult]:
-    names = {c.id: c.name for c in colls}
-    metric = colls[0].metric
-    out = []
-    for i, row in enumerate(rows, start=1):
-        distance = row.get("distance")
-        if request.mode == "vector":
-            score = _score(float(row["distance"]), metric)
-        elif request.mode == "text":
-            score = float(row["text_score"])
-        else:
-            score = float(row["fused_score"])
-        out.append(
-            SearchResult(
-                rank=i,
-                score=score,
-                distance=None if distance is None else float(distance),
-                mode=request.mode,
-                metric=metric,
-                operator=None if request.mode == "text" else OPERATORS[metric],
-                **_document_fields(record(row, names)),
-                vector_rank=row.get("vector_rank"),
-                text_rank=row.get("text_rank"),
-            )
-        )
-    return out
+def _result(
+    rank: int,
+    score: float,
+    row: Mapping[str, Any],
+    mode: str,
+    metric: str,
+    names: Mapping[int, str],
+) -> SearchResult:
+    distance = row.get("distance")
+    return SearchResult(
+        rank=rank,
+        score=score,
+        distance=None if distance is None else float(distance),
+        mode=mode,
+        metric=metric,
+        operator=None if mode == "text" else OPERATORS[metric],
+        **record_fields(row, names),
+        vector_rank=row.get("vector_rank"),
+        text_rank=row.get("text_rank"),
+    )
 
 
 def _mmr(
-    items: list[SearchResult], rows: list[dict[str, Any]], request: SearchRequest
-) -> list[SearchResult]:
+    scored: list[tuple[float, dict[str, Any]]], request: SearchRequest
+) -> list[tuple[float, dict[str, Any]]]:
     """Pick k of the candidates by maximal marginal relevance.
 
     Relevance is the candidate's score scaled to 0..1 over the candidates; redundancy is the
     highest cosine similarity to an item already picked; each step maximises
     lambda * relevance - (1 - lambda) * redundancy.
     """
-    if len(items) <= 1:
-        return items
-    by_id = {uuid.UUID(int=row["id"].int): row["embedding"] for row in rows}
-    vectors = np.asarray([by_id[item.id] for item in items], dtype=np.float64)
+    if len(scored) <= 1:
+        return scored
+    vectors = np.asarray([row["embedding"] for _, row in scored], dtype=np.float64)
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
     unit = vectors / np.where(norms == 0, 1.0, norms)
     sims = unit @ unit.T
-    scores = np.asarray([item.score for item in items])
+    scores = np.asarray([score for score, _ in scored])
     spread = scores.max() - scores.min()
     relevance = (scores - scores.min()) / spread if spread > 0 else np.ones_like(scores)
     lam = request.mmr_lambda
     chosen: list[int] = [0]
     redundancy = sims[0].copy()
-    remaining = set(range(1, len(items)))
+    remaining = set(range(1, len(scored)))
     while remaining and len(chosen) < request.k:
         best = max(remaining, key=lambda j: lam * relevance[j] - (1 - lam) * redundancy[j])
         chosen.append(best)
         remaining.discard(best)
         redundancy = np.maximum(redundancy, sims[best])
-    return [items[j] for j in chosen]
+    return [scored[j] for j in chosen]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections import Counter
@@ -12,12 +13,13 @@ from typing import Any
 
 import numpy as np
 import pytest
-from sqlalchemy import event, text
+from sqlalchemy import text
 from sqlalchemy.engine import URL
 
 import kb
 from helpers import settings_for
 from kb.models import Document
+from kb.statements import driver
 
 N = 3000
 DIM = 8
@@ -186,19 +188,22 @@ async def test_deep_pages_cost_the_same_as_the_first(corpus: Corpus) -> None:
     db = corpus.db
     statements: list[tuple[str, Any]] = []
 
-    def capture(conn: Any, cursor: Any, statement: str, params: Any, *rest: Any) -> None:
-        if "FROM documents d WHERE d.collection_id" in statement:
-            statements.append((statement, params))
+    def capture(logged: Any) -> None:
+        if "FROM documents d WHERE d.collection_id" in logged.query:
+            statements.append((logged.query, logged.args))
 
-    event.listen(db.engine.sync_engine, "before_cursor_execute", capture)
-    try:
-        async with db.session() as s:
+    async with db.session() as s:
+        # kb runs browse statements on the session's asyncpg connection: log them there.
+        conn = await driver(s)
+        conn.add_query_logger(capture)
+        try:
             first = await kb.browse(s, "docs", limit=100)
             cursor = first.next_cursor
             for _ in range(28):
                 cursor = (await kb.browse(s, "docs", limit=100, after=cursor)).next_cursor
-    finally:
-        event.remove(db.engine.sync_engine, "before_cursor_execute", capture)
+            await asyncio.sleep(0)  # asyncpg calls query loggers soon, not at once
+        finally:
+            conn.remove_query_logger(capture)
     assert len(statements) == 29
     async with db.session() as s:
         raw = (await (await s.connection()).get_raw_connection()).driver_connection

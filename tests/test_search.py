@@ -158,6 +158,7 @@ async def test_the_hnsw_index_serves_the_query_every_time(data: Data) -> None:
                 collection="vec",
                 k=10,
                 filters={"title_contains": "vec 1"},
+                ef_search=64,  # held to the index: kb may pick exact for a filter it deems rare
             )
             assert len(results) == 10
             # Each run scans the HNSW index (an iterative scan may count more than once).
@@ -210,6 +211,38 @@ async def test_a_one_percent_filter_still_returns_k_rows(data: Data) -> None:
         assert "matches 40 documents" in explained.warning
 
 
+async def test_a_filtered_search_picks_its_path_from_the_filters_selectivity(data: Data) -> None:
+    """Rare filter: exact (kb says so); broad filter: HNSW with ef_search scaled up."""
+    hnsw = index_name(data.colls["vec"].id)
+    q = np.random.default_rng(11).standard_normal(DIM)
+    vectors = data.vectors["vec"]
+    async with data.db.session() as s:
+        rare = await kb.search_by_vector(
+            s, q, collection="vec", k=10, filters={"metadata": {"bucket": 7}}
+        )
+        assert rare.request.exact and "exactly" in rare.notes[0]
+        assert hnsw not in (await kb.explain(s, rare.request)).indexes
+        # created_at is minutes from BASE: the first 1,200 of 4,000 rows are 30 %.
+        until = BASE + timedelta(minutes=1200)
+        broad = await kb.search_by_vector(
+            s, q, collection="vec", k=10, filters={"created_to": until}
+        )
+        ran = broad.request
+        assert not ran.exact and ran.ef_search is not None
+        assert 64 < ran.ef_search < 1000 and "ef_search" in broad.notes[0]
+        assert (await kb.explain(s, ran)).indexes == (hnsw,)
+        # Asked for explicitly, ef_search and exact are left as they are.
+        fixed = await kb.search_by_vector(
+            s, q, collection="vec", k=10, filters={"created_to": until}, ef_search=40
+        )
+        assert fixed.request.ef_search == 40 and not fixed.notes
+    sims = exact_cosine(vectors[:1200], q)
+    assert broad.ids == [data.ids["vec"][j] for j in np.argsort(-sims)[:10]]
+    in_bucket = [i for i in range(N) if i % 100 == 7]
+    sims = exact_cosine(vectors[in_bucket], q)
+    assert rare.ids == [data.ids["vec"][in_bucket[j]] for j in np.argsort(-sims)[:10]]
+
+
 async def test_iterative_index_scans_keep_a_filtered_hnsw_scan_full(data: Data) -> None:
     """With the planner held to the HNSW index, a 1% filter still yields k rows."""
     hnsw = index_name(data.colls["vec"].id)
@@ -218,8 +251,12 @@ async def test_iterative_index_scans_keep_a_filtered_hnsw_scan_full(data: Data) 
     async with data.db.session() as s:
         await s.execute(text("SET LOCAL enable_seqscan = off"))
         await s.execute(text("SET LOCAL enable_bitmapscan = off"))
-        results = await kb.search_by_vector(s, q, collection="vec", k=10, filters=rare)
+        # An explicit ef_search keeps kb from choosing the exact path for so rare a filter.
+        results = await kb.search_by_vector(
+            s, q, collection="vec", k=10, filters=rare, ef_search=64
+        )
         assert len(results) == 10 and not results.exact_fallback
+        assert not results.request.exact and results.request.ef_search == 64
         assert all("rare" in r.title for r in results)
         explained = await kb.explain(s, results.request)
         assert explained.indexes == (hnsw,)

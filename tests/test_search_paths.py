@@ -1,0 +1,182 @@
+"""How kb runs a search: remembered collections and their guard, connection settings, the
+driver path, and the bounded full-text half of hybrid searches."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pytest
+from sqlalchemy import text
+from sqlalchemy.engine import URL
+
+import kb
+from helpers import settings_for
+from kb import hybrid
+from kb.ingest.writer import Row, write_rows
+from kb.statements import driver
+
+DIM = 16
+BASE = datetime(2025, 6, 1, tzinfo=UTC)
+
+
+async def _fill(db: kb.Database, name: str, vectors: np.ndarray, words: list[str]) -> None:
+    async with db.session() as s:
+        await kb.create_collection(
+            s, name, embedder="hashing", model=f"feature-hashing-{DIM}", dimension=DIM
+        )
+    rows = [
+        Row(
+            source=f"{name}/{i}",
+            content=words[i % len(words)],
+            embedding=vec,
+            created_at=BASE + timedelta(minutes=i),
+        )
+        for i, vec in enumerate(vectors)
+    ]
+    assert await write_rows(db, name, rows) == len(rows)
+
+
+@pytest.fixture
+async def small_pool(
+    new_database: Callable[[], Awaitable[URL]],
+) -> AsyncIterator[kb.Database]:
+    """A database whose pool holds one connection, so every call reuses it."""
+    url = await new_database()
+    db = await kb.connect(
+        settings_for(url, database_pool_size=1, database_max_overflow=0), url=url, upgrade=False
+    )
+    try:
+        yield db
+    finally:
+        await db.close()
+
+
+async def _show(db: kb.Database, name: str) -> str:
+    async with db.session() as s:
+        return str((await s.execute(text(f"SHOW {name}"))).scalar_one())
+
+
+async def test_a_recreated_or_renamed_collection_is_never_searched_by_its_old_id(
+    small_pool: kb.Database,
+) -> None:
+    db = small_pool
+    rng = np.random.default_rng(1)
+    first = rng.standard_normal((30, DIM)).astype(np.float32)
+    await _fill(db, "moving", first, ["alpha"])
+    q = first[3]
+    async with db.session() as s:
+        before = await kb.search_by_vector(s, q, collection="moving", k=3)  # remembered now
+        assert before[0].source == "moving/3"
+        await kb.delete_collection(s, "moving")
+    second = rng.standard_normal((30, DIM)).astype(np.float32)
+    await _fill(db, "moving", second, ["beta"])
+    async with db.session() as s:
+        after = await kb.search_by_vector(s, second[7], collection="moving", k=3)
+    assert after[0].source == "moving/7" and after[0].content == "beta"
+    assert not set(after.ids) & set(before.ids)
+
+    # Renamed behind kb's back: the old name is unknown, the new one works.
+    async with db.session() as s:
+        await s.execute(text("UPDATE collections SET name = 'moved' WHERE name = 'moving'"))
+    async with db.session() as s:
+        with pytest.raises(kb.CollectionNotFound, match="Known collections: moved"):
+            await kb.search_by_vector(s, q, collection="moving", k=3)
+        assert (await kb.search_by_vector(s, second[7], collection="moved", k=3))[0].content == (
+            "beta"
+        )
+
+
+async def test_search_settings_live_on_the_connection_and_local_ones_roll_back(
+    small_pool: kb.Database,
+) -> None:
+    db = small_pool
+    vectors = np.random.default_rng(2).standard_normal((50, DIM)).astype(np.float32)
+    await _fill(db, "tuned", vectors, ["gamma"])
+    q = vectors[0]
+    async with db.session() as s:
+        await kb.search_by_vector(s, q, collection="tuned", k=5, ef_search=200)
+    assert await _show(db, "hnsw.ef_search") == "200"
+    async with db.session() as s:
+        await kb.search_by_vector(s, q, collection="tuned", k=5)
+    assert await _show(db, "hnsw.ef_search") == "64"
+    # Inside a transaction the settings are local: gone after a rollback, and not recorded as
+    # made (the next search outside a transaction sets them again).
+    async with db.session() as s:
+        await s.execute(text("SELECT 1"))
+        await kb.search_by_vector(s, q, collection="tuned", k=5, ef_search=300)
+        assert (await s.execute(text("SHOW hnsw.ef_search"))).scalar_one() == "300"
+        await s.rollback()
+    assert await _show(db, "hnsw.ef_search") == "64"
+    async with db.session() as s:
+        await kb.search_by_vector(s, q, collection="tuned", k=5, ef_search=300)
+    assert await _show(db, "hnsw.ef_search") == "300"
+    # A filtered search plans each run with the filter's values; an unfiltered one need not.
+    async with db.session() as s:
+        await kb.search_by_vector(s, q, collection="tuned", k=5, filters={"source_contains": "1"})
+    assert await _show(db, "plan_cache_mode") == "force_custom_plan"
+    async with db.session() as s:
+        await kb.search_by_vector(s, q, collection="tuned", k=5)
+    assert await _show(db, "plan_cache_mode") == "auto"
+
+
+async def test_a_session_with_a_snapshot_keeps_it_for_kbs_statements(
+    small_pool: kb.Database,
+) -> None:
+    db = small_pool
+    vectors = np.random.default_rng(3).standard_normal((20, DIM)).astype(np.float32)
+    await _fill(db, "snap", vectors, ["delta"])
+    async with db.session() as s:
+        await s.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+        conn = await driver(s)
+        assert conn.is_in_transaction()
+        level = await conn.fetchval("SHOW transaction_isolation")
+        assert level == "repeatable read"
+        before = await kb.count_documents(s, "snap")
+        assert before == 20
+
+
+async def test_hybrid_ranks_the_vector_candidates_when_the_words_are_everywhere(
+    own_db: kb.Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rng = np.random.default_rng(4)
+    vectors = rng.standard_normal((120, DIM)).astype(np.float32)
+    # "ocean" is in every document, "harbour" in every tenth.
+    words = [f"ocean {'harbour ' if i % 10 == 0 else ''}tide number{i}" for i in range(120)]
+    async with own_db.session() as s:
+        await kb.create_collection(
+            s, "sea", embedder="hashing", model=f"feature-hashing-{DIM}", dimension=DIM
+        )
+    rows = [
+        Row(source=f"sea/{i}", content=w, embedding=v)
+        for i, (w, v) in enumerate(zip(words, vectors, strict=True))
+    ]
+    await write_rows(own_db, "sea", rows)
+    q = vectors[5]
+
+    async def hybrid_search(word: str) -> kb.SearchResults:
+        request = kb.make_request(
+            word, collection="sea", mode="hybrid", vector=q, k=10, candidates=20
+        )
+        async with own_db.session() as s:
+            return await kb.run_search(s, request)
+
+    common = await hybrid_search("ocean")
+    rare = await hybrid_search("harbour")
+    # 120 matches is under the bound: every match is ranked, text-only hits can appear.
+    assert not common.notes and not rare.notes
+    monkeypatch.setattr(hybrid, "TEXT_RANK_MAX", 50)
+    bounded = await hybrid_search("ocean")
+    still_rare = await hybrid_search("harbour")
+    assert bounded.notes and "ranked the vector search's candidates" in bounded.notes[0]
+    assert len(bounded) == 10
+    # Ranked among the vector candidates only: every text-ranked hit is a vector hit too.
+    assert all(r.vector_rank is not None for r in bounded if r.text_rank is not None)
+    assert any(r.text_rank is not None for r in bounded)
+    # 12 matches stay under the bound: ranked in full, text-only hits allowed.
+    assert not still_rare.notes
+    assert [r.id for r in still_rare] == [r.id for r in rare]
+    assert any(r.vector_rank is None for r in rare)
+    assert all(isinstance(r.id, uuid.UUID) for r in rare)

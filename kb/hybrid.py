@@ -6,9 +6,10 @@ the two halves plus a handful of rows.
 
 Ranking full-text matches means reading every match's tsvector, so a query whose words
 appear in tens of thousands of documents would cost hundreds of milliseconds. Such words say
-little about which document is meant. The statement first finds up to TEXT_RANK_MAX + 1
-matches from the GIN index without reading any tsvector; when there are more, the full-text
-half ranks the vector half's candidates instead of every match (the results' notes say so).
+little about which document is meant. The statement first collects up to TEXT_RANK_MAX + 1
+matches from the GIN index (their tsvectors stay in TOAST until ranked); when there are more,
+the full-text half ranks the vector half's candidates instead of every match (the results'
+notes say so).
 """
 
 from __future__ import annotations
@@ -46,10 +47,9 @@ def hybrid_sql(
         f"SELECT websearch_to_tsquery('{TEXT_SEARCH_CONFIG}', CAST(:text AS text)) AS query), "
         "vec AS MATERIALIZED (SELECT v.id, v.distance, "
         f"row_number() OVER (ORDER BY v.distance, v.id) AS rnk FROM ({vector_sql}) AS v), "
-        "m AS MATERIALIZED (SELECT d.id FROM documents d, tq "
+        "m AS MATERIALIZED (SELECT d.id, d.tsv FROM documents d, tq "
         f"WHERE {' AND '.join(text_conditions)} LIMIT {limit + 1}), "
-        "t AS (SELECT m.id, ts_rank_cd(d.tsv, tq.query) AS score "
-        "FROM m JOIN documents d ON d.id = m.id, tq "
+        "t AS (SELECT m.id, ts_rank_cd(m.tsv, tq.query) AS score FROM m, tq "
         f"WHERE (SELECT count(*) FROM m) <= {limit} "
         "UNION ALL SELECT d.id, ts_rank_cd(d.tsv, tq.query) AS score "
         "FROM vec JOIN documents d ON d.id = vec.id, tq "

@@ -219,6 +219,7 @@ class Document(Base):
     content_hash: Mapped[str] = mapped_column(String(64), default=_default_content_hash)
     # Untyped so collections of different dimensions share the table; each collection gets a
     # partial HNSW index on `embedding::vector(N)` (see kb.indexes).
+    # Stored inside the row (STORAGE MAIN, migration 0002; SQLAlchemy cannot say so here).
     embedding: Mapped[np.ndarray] = mapped_column(Vector())
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     tsv: Mapped[str | None] = mapped_column(

@@ -33,10 +33,12 @@ EXACT_MAX_ROWS = 20_000
 
 @dataclass(frozen=True, slots=True)
 class Estimate:
-    """The planner's estimate of the rows a filter keeps, and of the rows it is applied to."""
+    """The planner's estimates: rows the filter keeps in the collections, rows in the
+    collections, and rows the filter keeps in the whole table."""
 
     matching: float
     total: float
+    anywhere: float = math.inf
 
     @property
     def share(self) -> float:
@@ -63,40 +65,54 @@ async def estimate(
     sql = (
         "EXPLAIN (FORMAT JSON) "  # noqa: S608 (ids are ints, the filter is bound parameters)
         f"SELECT 1 FROM documents d WHERE {scope} AND {where_sql} "
-        f"UNION ALL SELECT 1 FROM documents d WHERE {scope}"
+        f"UNION ALL SELECT 1 FROM documents d WHERE {scope} "
+        f"UNION ALL SELECT 1 FROM documents d WHERE {where_sql}"
     )
     rows = await fetch_all(session, sql, params)
     plan = rows[0][0]
     if isinstance(plan, str):
         plan = json.loads(plan)
     branches = plan[0]["Plan"].get("Plans", [])
-    if len(branches) != 2:
+    if len(branches) != 3:
         return Estimate(matching=math.inf, total=math.inf)
-    return Estimate(matching=float(branches[0]["Plan Rows"]), total=float(branches[1]["Plan Rows"]))
+    matching, total, anywhere = (float(b["Plan Rows"]) for b in branches)
+    return Estimate(matching=matching, total=total, anywhere=anywhere)
 
 
-def choose(request: SearchRequest, found: Estimate) -> tuple[SearchRequest, str | None]:
-    """Return the request to run (exact, or with a scaled ef_search) and a note saying why."""
+@dataclass(frozen=True, slots=True)
+class Choice:
+    """How to run a filtered search, and what to tell the user about it."""
+
+    request: SearchRequest
+    note: str | None = None
+    # Read the filter's own index alone and check the collection on each row: the filter is
+    # selective in the whole table, and ANDing its bitmap with the collection's (every row of
+    # the collection read from the index) cost more than the search itself.
+    filter_first: bool = False
+
+
+def choose(request: SearchRequest, found: Estimate) -> Choice:
+    """Return how to run the request (exact, or with a scaled ef_search) and why."""
+    if found.share >= 1.0:
+        return Choice(request)
     wanted = max(BASE_EF, 2 * request.list_depth)
     # Twice the plain 1/s: the planner's share is an estimate, and 1/s alone measured 0.98.
     ef = math.ceil(2 * wanted / max(found.share, 1e-9))
-    if found.share >= 1.0:
-        return request, None
     if ef <= MAX_EF:
         note = (
             f"The filter keeps about {found.share:.0%} of the documents; kb raised "
             f"ef_search to {ef} to keep the approximate search's recall."
         )
-        return replace(request, ef_search=ef), note
+        return Choice(replace(request, ef_search=ef), note)
     if found.matching <= EXACT_MAX_ROWS:
         note = (
             f"The filter keeps about {int(found.matching):,} documents; kb searched them "
             "exactly (an approximate search would miss neighbours at this selectivity)."
         )
-        return replace(request, exact=True), note
+        return Choice(replace(request, exact=True), note, found.anywhere <= EXACT_MAX_ROWS)
     note = (
         f"The filter keeps about {found.share:.1%} of the documents; kb searched with "
         f"ef_search {MAX_EF}, the most pgvector allows. Recall may be lower; pass exact=True "
         "for exact results."
     )
-    return replace(request, ef_search=MAX_EF), note
+    return Choice(replace(request, ef_search=MAX_EF), note)

@@ -312,6 +312,7 @@ async def execute_request(
     # connection has them already).
     asked = request
     plan = planning.needs_planning(request)
+    filter_first = False
     notes: list[str] = []
     async with pinned(session):
         # Remembered collections save the lookup; the statement then checks them (kb.refs).
@@ -328,10 +329,11 @@ async def execute_request(
         if plan:
             where_sql, where_params = request.filters.sql("d")
             found = await planning.estimate(session, colls, " AND ".join(where_sql), where_params)
-            request, note = planning.choose(request, found)
-            if note:
-                notes.append(note)
-        compiled = compile_request(request, colls)
+            choice = planning.choose(request, found)
+            request, filter_first = choice.request, choice.filter_first
+            if choice.note:
+                notes.append(choice.note)
+        compiled = compile_request(request, colls, filter_first=plan and filter_first)
         # The guard is bookkeeping: `Executed.query` (what explain shows) is the search itself.
         ran = _guard(compiled, request, colls) if remembered else compiled
         rows = await run_compiled(session, ran, apply=plan)
@@ -513,11 +515,14 @@ def _vector_sql(
     limit: int,
     exact: bool,
     exclude: bool,
+    filter_first: bool = False,
 ) -> str:
     branches = []
     for coll in colls:
         distance = _distance_sql(coll, exact)
-        conditions = [_ids_sql([coll]), *filters_sql]
+        # `+ 0` keeps the planner from reading the collection's rows off an index.
+        scope = f"d.collection_id + 0 = {int(coll.id)}" if filter_first else _ids_sql([coll])
+        conditions = [scope, *filters_sql]
         if exclude:
             conditions.append("d.id <> CAST(:exclude AS uuid)")
         branches.append(
@@ -549,8 +554,14 @@ def _text_sql(
     )
 
 
-def compile_request(request: SearchRequest, colls: Sequence[CollectionRef]) -> CompiledQuery:
-    """Return the SQL, parameters and settings that run `request` on `colls`."""
+def compile_request(
+    request: SearchRequest, colls: Sequence[CollectionRef], *, filter_first: bool = False
+) -> CompiledQuery:
+    """Return the SQL, parameters and settings that run `request` on `colls`.
+
+    `filter_first` (exact searches only) keeps the collection condition out of the indexes,
+    for a filter that is selective in the whole table (see kb.planning).
+    """
     filters_sql, params = request.filters.sql("d")
     exclude = request.document_id is not None
     if exclude:
@@ -564,7 +575,13 @@ def compile_request(request: SearchRequest, colls: Sequence[CollectionRef]) -> C
         params["q"] = list(request.vector)
     if request.mode == "vector":
         sql = _vector_sql(
-            colls, filters_sql, columns=columns, limit=depth, exact=exact, exclude=exclude
+            colls,
+            filters_sql,
+            columns=columns,
+            limit=depth,
+            exact=exact,
+            exclude=exclude,
+            filter_first=filter_first and exact and bool(filters_sql),
         )
     elif request.mode == "text":
         params["text"] = request.query

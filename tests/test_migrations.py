@@ -27,10 +27,26 @@ def _ok(result) -> str:  # type: ignore[no-untyped-def]
     return str(result.stdout + result.stderr)
 
 
+async def _embedding_storage(url: URL) -> str:
+    conn = await asyncpg.connect(**asyncpg_kwargs(url))
+    try:
+        value = await conn.fetchval(
+            "SELECT attstorage FROM pg_attribute "
+            "WHERE attrelid = 'documents'::regclass AND attname = 'embedding'"
+        )
+    finally:
+        await conn.close()
+    return bytes(value).decode() if isinstance(value, bytes) else str(value)
+
+
 async def test_round_trip_base_head_base_head(new_database: Callable[[], Awaitable[URL]]) -> None:
     url = await new_database()
     assert {"collections", "documents", "alembic_version"} <= await _tables(url)
+    assert "0002 (head)" in _ok(run_cli("alembic", "current", url=url))
+    assert await _embedding_storage(url) == "m"  # kept in the row (0002)
+    _ok(run_cli("alembic", "downgrade", "-1", url=url))
     assert "0001" in _ok(run_cli("alembic", "current", url=url))
+    assert await _embedding_storage(url) == "e"  # pgvector's own default
     _ok(run_cli("alembic", "downgrade", "-1", url=url))
     assert {"collections", "documents"}.isdisjoint(await _tables(url))
     _ok(run_cli("alembic", "upgrade", "head", url=url))
@@ -39,8 +55,9 @@ async def test_round_trip_base_head_base_head(new_database: Callable[[], Awaitab
     _ok(run_cli("alembic", "upgrade", "head", url=url))
     assert {"collections", "documents"} <= await _tables(url)
     assert "(head)" in _ok(run_cli("alembic", "current", url=url))
+    assert await _embedding_storage(url) == "m"
     history = _ok(run_cli("alembic", "history", "--verbose", url=url))
-    assert "Revision ID: 0001" in history
+    assert "Revision ID: 0001" in history and "Revision ID: 0002" in history
 
 
 async def test_alembic_check_reports_no_drift(new_database: Callable[[], Awaitable[URL]]) -> None:
@@ -148,7 +165,7 @@ async def test_upgrade_from_the_first_revision_keeps_every_document(
 
     first = ScriptDirectory.from_config(alembic_config()).get_base()
     url = await new_database()
-    # Back to the first revision (a no-op while it is also the head), data in, then upgrade.
+    # Back to the first revision, data in, then upgrade: every row survives, unchanged.
     _ok(run_cli("alembic", "downgrade", str(first), url=url))
     conn = await asyncpg.connect(**asyncpg_kwargs(url))
     cid = await conn.fetchval(

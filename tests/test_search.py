@@ -221,7 +221,13 @@ async def test_a_filtered_search_picks_its_path_from_the_filters_selectivity(dat
             s, q, collection="vec", k=10, filters={"metadata": {"bucket": 7}}
         )
         assert rare.request.exact and "exactly" in rare.notes[0]
-        assert hnsw not in (await kb.explain(s, rare.request)).indexes
+        explained = await kb.explain(
+            s,
+            kb.make_request(collection="vec", vector=q, k=10, filters={"metadata": {"bucket": 7}}),
+        )
+        assert hnsw not in explained.indexes
+        # Selective in the whole table too: its own index alone, the collection checked per row.
+        assert "d.collection_id + 0 =" in explained.sql
         # created_at is minutes from BASE: the first 1,200 of 4,000 rows are 30 %.
         until = BASE + timedelta(minutes=1200)
         broad = await kb.search_by_vector(

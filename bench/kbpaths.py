@@ -5,7 +5,6 @@ Everything the harness calls in kb goes through here, so a change of kb's API is
 
 from __future__ import annotations
 
-import re
 import time
 import uuid
 from dataclasses import dataclass
@@ -20,8 +19,7 @@ from bench.tiers import LOCAL_MODEL
 from kb.browse import browse, resolve_collection
 from kb.filters import Filters
 from kb.search import compile_request, make_request, run_search
-
-_PARAM = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
+from kb.statements import positional
 
 
 class Precomputed:
@@ -241,16 +239,8 @@ class RawSQL:
     """kb's compiled statement replayed on a raw asyncpg connection, vector sent binary."""
 
     def __init__(self, compiled: Any) -> None:
-        names: list[str] = []
-
-        def number(match: re.Match[str]) -> str:
-            name = match.group(1)
-            if name not in names:
-                names.append(name)
-            return f"${names.index(name) + 1}"
-
-        self.sql = _PARAM.sub(number, compiled.sql)
-        self.names = names
+        # The same numbering kb applies when it runs the statement itself.
+        self.sql, self.names = positional(compiled.sql)
         self.params = dict(compiled.params)
         # SET LOCAL of the same settings kb applies with set_config(..., true).
         self.setup = "; ".join(

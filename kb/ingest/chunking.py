@@ -60,8 +60,8 @@ def chunk_spans(
     segments = _segments(text, size)
     if not segments:
         return []
-    sentence_starts = [m.end() for m in _SENTENCE_START.finditer(text)]
-    word_starts = [m.end() for m in _WORD_START.finditer(text)]
+    # Found only when an overlap needs them: most texts fit one chunk or take no overlap.
+    starts: tuple[list[int], list[int]] | None = None
     spans: list[Span] = []
     i = 0
     carry: int | None = None  # where the overlap from the previous chunk starts
@@ -81,7 +81,12 @@ def chunk_spans(
         i = j + 1
         carry = None
         if overlap and i < len(segments):
-            carry = _overlap_start(start, end, overlap, sentence_starts, word_starts)
+            if starts is None:
+                starts = (
+                    [m.end() for m in _SENTENCE_START.finditer(text)],
+                    [m.end() for m in _WORD_START.finditer(text)],
+                )
+            carry = _overlap_start(start, end, overlap, *starts)
     return [s for s in spans if s.end > s.start]
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
 
@@ -38,6 +38,10 @@ DEFAULT_BATCH_SIZE = 256
 MAX_BATCH_SIZE = 10_000
 # Documents read ahead of the embedder: enough to keep it busy, bounded to cap memory.
 _READ_AHEAD = 64
+# Small documents are read and chunked several to a worker-thread hop: a hop per document
+# cost more than chunking a short one.
+_GROUP_ITEMS = 32
+_GROUP_BYTES = 256_000
 
 ProgressCallback = Callable[[IngestProgress], object]
 PathLike = str | os.PathLike[str]
@@ -85,6 +89,20 @@ class _Planned:
 @dataclass(slots=True)
 class _ReaderFailed:
     error: BaseException
+
+
+def _groups(items: Sequence[_Item]) -> Iterator[list[_Item]]:
+    """Yield consecutive items in groups of at most _GROUP_ITEMS and about _GROUP_BYTES."""
+    group: list[_Item] = []
+    size = 0
+    for item in items:
+        if group and (len(group) >= _GROUP_ITEMS or size + item.size > _GROUP_BYTES):
+            yield group
+            group, size = [], 0
+        group.append(item)
+        size += item.size
+    if group:
+        yield group
 
 
 def _as_list(value: Sequence[str] | str | None) -> list[str]:
@@ -258,14 +276,29 @@ class _Run:
             return SkippedFile(document.source, "no text")
         return _Prepared(document, rows)
 
+    def _prepare_group(
+        self, group: Sequence[_Item]
+    ) -> tuple[list[_Prepared | SkippedFile], BaseException | None]:
+        """Prepare items in order until one fails; runs in a worker thread."""
+        done: list[_Prepared | SkippedFile] = []
+        try:
+            for item in group:
+                done.append(self._prepare(item))
+        except Exception as exc:
+            return done, exc
+        return done, None
+
     async def read_all(self, items: Sequence[_Item]) -> None:
         try:
-            for item in items:
-                prepared = await asyncio.to_thread(self._prepare, item)
-                self.bytes_read += item.size
-                if isinstance(prepared, _Prepared):
-                    self.rows_read += len(prepared.rows)
-                await self._queue.put(prepared)
+            for group in _groups(items):
+                prepared, failed = await asyncio.to_thread(self._prepare_group, group)
+                for item, result in zip(group, prepared, strict=False):
+                    self.bytes_read += item.size
+                    if isinstance(result, _Prepared):
+                        self.rows_read += len(result.rows)
+                    await self._queue.put(result)
+                if failed is not None:
+                    raise failed
             self.reading_done = True
             await self._queue.put(None)
         except Exception as exc:  # surfaces in the main loop, which is waiting on the queue

@@ -172,7 +172,7 @@ def evaluate(result: dict[str, Any]) -> list[dict[str, Any]]:
         )
     )
     emb = _get(s, "embedding", "configs") or {}
-    default = _get(emb, "sentence-transformers (kb default)", "chunks_per_s")
+    default = _get(emb, "sentence-transformers fp32 (reference)", "chunks_per_s")
     good = {
         name: e
         for name, e in emb.items()

@@ -88,6 +88,8 @@ class Settings(BaseSettings):
     read_only: bool = False
     embedder: str = "local"
     local_model: str = "all-MiniLM-L6-v2"
+    # auto (bfloat16 where the CPU has native bf16 matrix products, else float32), bf16, fp32.
+    local_precision: str = "auto"
     openai_base_url: str = "https://api.openai.com/v1"
     openai_api_key: str | None = None
     openai_model: str = "text-embedding-3-small"

@@ -148,7 +148,7 @@ def test_hybrid_and_real_text(s_tier: dict[str, Any]) -> None:
 
 def test_embedding_configurations(s_tier: dict[str, Any]) -> None:
     configs = s_tier["scenarios"]["embedding"]["configs"]
-    default = configs["sentence-transformers (kb default)"]
+    default = configs["sentence-transformers fp32 (reference)"]
     assert default["chunks_per_s"] > 0
     assert default["cosine_to_default_min"] == pytest.approx(1.0, abs=1e-4)
     for name, entry in configs.items():

@@ -108,7 +108,7 @@ def make_embedder(
     if kind == "local":
         from kb.embedders.local import LocalEmbedder
 
-        return LocalEmbedder(model or settings.local_model)
+        return LocalEmbedder(model or settings.local_model, precision=settings.local_precision)
     if kind == "openai":
         from kb.embedders.openai import OpenAIEmbedder
 

@@ -123,6 +123,17 @@ async def session(db: kb.Database) -> AsyncIterator[AsyncSession]:
                 await outer.rollback()
 
 
+@pytest.fixture(scope="module")
+async def kdb(new_database: Callable[[], Awaitable[URL]]) -> AsyncIterator[kb.Database]:
+    """One database for this module's tests; each test uses collections of its own."""
+    url = await new_database()
+    database = await kb.connect(settings_for(url), url=url, upgrade=False)
+    try:
+        yield database
+    finally:
+        await database.close()
+
+
 @pytest.fixture
 async def own_db(new_database: Callable[[], Awaitable[URL]]) -> AsyncIterator[kb.Database]:
     """A kb.Database on a database of its own, for code that opens its own connections."""

@@ -11,7 +11,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,6 @@ import asyncpg
 import numpy as np
 import pytest
 from sqlalchemy import text
-from sqlalchemy.engine import URL
 
 import kb
 from helpers import settings_for, url_text
@@ -53,17 +52,6 @@ class CountingEmbedder:
             raise kb.EmbedderError("injected failure: the embedding service went away")
         self.texts.extend(texts)
         return self._inner.embed(texts)
-
-
-@pytest.fixture(scope="module")
-async def kdb(new_database: Callable[[], Awaitable[URL]]) -> AsyncIterator[kb.Database]:
-    """One database for this module's tests; each test uses collections of its own."""
-    url = await new_database()
-    database = await kb.connect(settings_for(url), url=url, upgrade=False)
-    try:
-        yield database
-    finally:
-        await database.close()
 
 
 def _paragraphs(seed: int, count: int) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import asyncpg
@@ -14,11 +14,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import event, text
-from sqlalchemy.engine import URL
 from sqlalchemy.exc import IntegrityError
 
 import kb
-from helpers import settings_for
 from kb.db import asyncpg_kwargs
 from kb.ingest import SourceDocument, copy, writer
 from kb.ingest.writer import ChunkRow, Row, write_batch, write_rows
@@ -28,17 +26,6 @@ DIM = 4
 STAGE = "CREATE TEMP TABLE kb_ingest_stage"
 SAVEPOINT = "SAVEPOINT kb_ingest_direct"
 ROLLBACK = "ROLLBACK TO SAVEPOINT kb_ingest_direct"
-
-
-@pytest.fixture(scope="module")
-async def kdb(new_database: Callable[[], Awaitable[URL]]) -> AsyncIterator[kb.Database]:
-    """One database for this module's tests; each test uses collections of its own."""
-    url = await new_database()
-    database = await kb.connect(settings_for(url), url=url, upgrade=False)
-    try:
-        yield database
-    finally:
-        await database.close()
 
 
 class Statements:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from bench import data, kbpaths, timing
@@ -21,6 +22,7 @@ async def run(ctx: Context) -> dict[str, Any]:
         for mode in ("vector", "text", "hybrid")
     }
     out: dict[str, Any] = {}
+    modes = list(searches)
     for bucket, terms in buckets.items():
         if not terms:
             out[bucket] = {"error": "no term of this frequency in the generated text"}
@@ -30,21 +32,31 @@ async def run(ctx: Context) -> dict[str, Any]:
             "terms": [w for w, _ in terms],
             "document_frequency": [n for _, n in terms],
         }
-        for mode, search in searches.items():
 
-            async def one(item: tuple[str, Any], mode: str = mode, search: Any = search) -> int:
-                word, vec = item
-                results = await search.run(None if mode == "text" else vec, word)
-                return len(results)
+        async def one(mode: str, item: tuple[str, Any]) -> int:
+            word, vec = item
+            results = await searches[mode].run(None if mode == "text" else vec, word)
+            return len(results)
 
+        for mode in modes:
             for item in items[:3]:
-                await one(item)
-            passes = []
-            rows: list[int] = []
-            for _ in range(ctx.tier.repeats):
-                lat, rows = await timing.time_each(one, items)
-                passes.append(timing.summary(lat))
-            entry[mode] = {**timing.median_of_passes(passes), "rows_min": min(rows)}
+                await one(mode, item)
+        passes: dict[str, list[dict[str, float]]] = {mode: [] for mode in modes}
+        rows: dict[str, list[int]] = {mode: [] for mode in modes}
+        for _ in range(ctx.tier.repeats):
+            # The three modes take turns query by query, each going first in turn, so a
+            # change of load on a shared machine falls on all three alike.
+            lat: dict[str, list[float]] = {mode: [] for mode in modes}
+            for i, item in enumerate(items):
+                shift = i % len(modes)
+                for mode in modes[shift:] + modes[:shift]:
+                    start = time.perf_counter()
+                    rows[mode].append(await one(mode, item))
+                    lat[mode].append(time.perf_counter() - start)
+            for mode in modes:
+                passes[mode].append(timing.summary(lat[mode]))
+        for mode in modes:
+            entry[mode] = {**timing.median_of_passes(passes[mode]), "rows_min": min(rows[mode])}
         out[bucket] = entry
         ctx.log(
             f"hybrid {bucket}: vector {entry['vector']['p50_ms']:.1f}ms text "

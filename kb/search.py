@@ -114,7 +114,11 @@ class SearchRequest:
         if self.ef_search is not None:
             return self.ef_search
         # Twice the rows wanted, at least 64: pgvector's default of 40 loses recall past k=10.
-        return min(MAX_EF_SEARCH, max(DEFAULT_EF_SEARCH, 2 * self.list_depth))
+        # A hybrid search wants `fetch` fused rows, not its whole vector list: the fused top
+        # comes from the head of each list, and a graph search as wide as the list (ef 120
+        # for 60 candidates) cost ~0.2 ms more with the same fused results (agreement with
+        # an exact vector list 0.995 at ef 64, 80 and 120, on 100k rows).
+        return min(MAX_EF_SEARCH, max(DEFAULT_EF_SEARCH, 2 * self.fetch))
 
 
 def _number(value: Any, name: str) -> float:

@@ -19,6 +19,7 @@ class DatabaseStatus:
     embedded: bool
     server_version: str
     pgvector_version: str | None
+    shared_buffers: str
     current_revision: str | None
     head_revision: str | None
     pending: tuple[str, ...]
@@ -35,6 +36,7 @@ async def database_status(db: Database) -> DatabaseStatus:
     with translating(db.url):
         async with db.engine.connect() as conn:
             server = await conn.scalar(text("SHOW server_version"))
+            buffers = await conn.scalar(text("SHOW shared_buffers"))
             pgvector = await conn.scalar(
                 text("SELECT extversion FROM pg_extension WHERE extname = 'vector'")
             )
@@ -44,6 +46,7 @@ async def database_status(db: Database) -> DatabaseStatus:
         embedded=db.embedded,
         server_version=str(server),
         pgvector_version=pgvector,
+        shared_buffers=str(buffers),
         current_revision=current,
         head_revision=migrate.head_revision(),
         pending=tuple(migrate.pending_after(current)),

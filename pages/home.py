@@ -189,6 +189,7 @@ def _database() -> None:
         "URL": status.url,
         "PostgreSQL": status.server_version,
         "pgvector": status.pgvector_version or "not installed",
+        "shared_buffers": status.shared_buffers,
         "migration revision": status.current_revision or "none",
         "latest revision": status.head_revision or "none",
         "read-only": "yes (KB_READ_ONLY)" if status.read_only else "no",

@@ -69,6 +69,7 @@ def _status(args: argparse.Namespace) -> int:
             ("server", "embedded (kb db stop stops it)" if status.embedded else "external"),
             ("PostgreSQL", status.server_version),
             ("pgvector", status.pgvector_version or "not installed (run kb db upgrade)"),
+            ("shared_buffers", status.shared_buffers),
             ("revision", status.current_revision or "none (run kb db upgrade)"),
             ("head", status.head_revision or "-"),
             ("pending", ", ".join(status.pending) or "none"),

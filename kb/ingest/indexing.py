@@ -13,6 +13,7 @@ index exists and is valid, so one that died before rebuilding it is repaired by 
 
 from __future__ import annotations
 
+import os
 from contextlib import suppress
 
 from sqlalchemy import text
@@ -24,8 +25,22 @@ from kb.errors import KBError
 
 # Below this many chunks the incremental inserts cost a few seconds: not worth the rebuild.
 DEFER_MIN_CHUNKS = 2000
-# Building the graph in memory is much faster than spilling to disk.
+# Building the graph in memory is much faster than spilling to disk (1M x 384 needs ~2.5 GB):
+# the most kb asks of a server it does not own.
 BUILD_MEMORY = "1GB"
+
+
+def embedded_build_memory() -> str:
+    """Return the build memory on the embedded server: a quarter of the memory, 1-8 GB."""
+    total_mb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**20
+    return f"{max(1024, min(8192, total_mb // 4))}MB"
+
+
+def build_memory(db: Database) -> str:
+    """Return the maintenance_work_mem an index build of `db` runs with."""
+    if db.settings.index_build_memory:
+        return db.settings.index_build_memory
+    return embedded_build_memory() if db.embedded else BUILD_MEMORY
 
 
 async def collection_is_empty(db: Database, collection_id: int) -> bool:
@@ -82,7 +97,7 @@ async def ensure_index(db: Database, collection_id: int, dimension: int, metric:
         try:
             # A build on a big collection outlasts the per-statement timeout.
             await auto.execute(text("SET statement_timeout = 0"))
-            await auto.execute(text(f"SET maintenance_work_mem = '{BUILD_MEMORY}'"))
+            await auto.execute(text(f"SET maintenance_work_mem = '{build_memory(db)}'"))
             if state is False:
                 # Left by a build that was interrupted: it would block IF NOT EXISTS.
                 await auto.execute(text(f"DROP INDEX CONCURRENTLY IF EXISTS {name}"))

@@ -18,7 +18,7 @@ from bench.data import Dataset
 from bench.tiers import LOCAL_MODEL
 from kb.browse import browse, resolve_collection
 from kb.filters import Filters
-from kb.search import compile_request, make_request, run_search
+from kb.search import compile_request, make_request, run_search, with_collection_defaults
 from kb.statements import positional
 
 
@@ -217,7 +217,17 @@ class Search:
         async with self.db.session() as s:
             req = self.request(vector, text)
             coll = await resolve_collection(s, self.collection)
-            return compile_request(req, [coll])
+            return compile_request(with_collection_defaults(req, [coll]), [coll])
+
+
+async def default_ef_search(db: kb.Database, collection: str) -> tuple[int, dict[str, Any]]:
+    """Return the ef_search kb's searches of a collection start from, and its measurement."""
+    from kb.browse import collection_ef
+    from kb.search import DEFAULT_EF_SEARCH
+
+    async with db.session() as s:
+        settings = dict((await kb.get_collection(s, collection)).settings or {})
+    return collection_ef(settings) or DEFAULT_EF_SEARCH, settings.get("calibration") or {}
 
 
 async def kb_page(db: kb.Database, collection: str, limit: int, after: str | None) -> Any:

@@ -276,9 +276,8 @@ def _row(*cells: Any) -> str:
 
 
 def readme(r: dict[str, Any]) -> str:
-    """Return the README's results block for an M-tier result document."""
-    s = r["scenarios"]
-    f = _fmt
+    """Return the README's results block for a result document (scenarios it lacks are left out)."""
+    s = {k: v for k, v in r["scenarios"].items() if isinstance(v, dict) and "error" not in v}
     m, pg = r["machine"], r["postgres"]
     loads = [t["loadavg_before"][0] for t in r["timings"].values()] + [r["loadavg_end"][0]]
     out = [
@@ -290,9 +289,37 @@ def readme(r: dict[str, Any]) -> str:
         f"{r['seconds'] / 60:.0f} min, 1-minute load average {min(loads):.1f} to "
         f"{max(loads):.1f} on {m['cpus']} cores. Single numbers are noisy; each ratio compares "
         "interleaved passes of the same run.",
+    ]
+    sections = (
+        ("ingest", _readme_ingest),
+        ("unfiltered", _readme_unfiltered),
+        ("filtered", _readme_filtered),
+        ("exact", _readme_exact),
+        ("browse", _readme_browse),
+        ("hybrid", _readme_hybrid),
+        ("embedding", _readme_embedding),
+    )
+    for name, section in sections:
+        if name in s:
+            out += ["", *section(r, s)]
+    out += [
         "",
+        _row(f"target ({r['tier']} tier)", "measured", "bound", "met"),
+        "| --- | ---: | ---: | :---: |",
+    ]
+    for t in r["targets"]:
+        if t["met"] is None:
+            continue  # a scenario this run left out
+        met = {True: "yes", False: "**no**"}[t["met"]]
+        out.append(_row(t["target"], _fmt(t["value"], 3), f"{t['op']} {t['bound']}", met))
+    return "\n".join(out)
+
+
+def _readme_ingest(r: dict[str, Any], s: dict[str, Any]) -> list[str]:
+    c = r["config"]
+    out = [
         _row(
-            "ingest, 20k rows x 384 dims (1536: 5k rows)",
+            f"ingest, {c['ingest_rows']:,} rows x 384 dims (1536: {c['ingest_rows_wide']:,} rows)",
             "rows/s (384)",
             "until searchable (384)",
             "rows/s (1536)",
@@ -300,22 +327,26 @@ def readme(r: dict[str, Any]) -> str:
         "| --- | ---: | ---: | ---: |",
     ]
     for name, a in s["ingest"]["d384"].items():
-        b = s["ingest"]["d1536"].get(name, {})
+        b = s["ingest"].get("d1536", {}).get(name, {})
         if "error" not in a:
             label = "kb (`write_rows`)" if name == "kb" else name
             out.append(
                 _row(
                     label,
-                    f(a["rows_per_s"], 0),
-                    f"{f(a['searchable_s'], 1)} s",
-                    f(b.get("rows_per_s"), 0),
+                    _fmt(a["rows_per_s"], 0),
+                    f"{_fmt(a['searchable_s'], 1)} s",
+                    _fmt(b.get("rows_per_s"), 0),
                 )
             )
+    return out
+
+
+def _readme_unfiltered(r: dict[str, Any], s: dict[str, Any]) -> list[str]:
+    f = _fmt
     u = s["unfiltered"]
     ef = str(u["kb_default_ef_search"])
     q1, q4 = u["qps"]["1 client"], u["qps"]["4 clients"]
-    out += [
-        "",
+    out = [
         _row(
             f"top-10 of {r['config']['rows']:,}, no filter (ef_search {ef})",
             "p50 ms",
@@ -354,43 +385,64 @@ def readme(r: dict[str, Any]) -> str:
                 *(f(real["recall_at_10"].get(k, {}).get("kb"), 3) for k in u["by_ef"]),
             )
         )
-    out += [
-        "",
+    return out
+
+
+def _readme_filtered(r: dict[str, Any], s: dict[str, Any]) -> list[str]:
+    out = [
         _row("filtered top-10, kb", "p50 ms", "recall@10", "fewest rows"),
         "| --- | ---: | ---: | ---: |",
     ]
     for label, e in s["filtered"].items():
         out.append(
-            _row(label, f(e["kb"]["p50_ms"]), f(e["kb"]["recall_at_10"], 3), e["kb"]["rows_min"])
+            _row(
+                label,
+                _fmt(e["kb"]["p50_ms"]),
+                _fmt(e["kb"]["recall_at_10"], 3),
+                e["kb"]["rows_min"],
+            )
         )
-    exact = ", ".join(f"{n} {f(e['p50_ms'], 1)} ms" for n, e in s["exact"].items())
-    out += ["", f"Exact top-10 of {r['config']['rows']:,}, p50: {exact}.", ""]
+    return out
+
+
+def _readme_exact(r: dict[str, Any], s: dict[str, Any]) -> list[str]:
+    exact = ", ".join(f"{n} {_fmt(e['p50_ms'], 1)} ms" for n, e in s["exact"].items())
+    return [f"Exact top-10 of {r['config']['rows']:,}, p50: {exact}."]
+
+
+def _readme_browse(r: dict[str, Any], s: dict[str, Any]) -> list[str]:
     depths = s["browse"]["depths"]
-    out += [
+    return [
         _row(
             "browse, page of 50",
             *(("last page" if v["last_page"] else f"depth {d}") for d, v in depths.items()),
         ),
         "| --- |" + " ---: |" * len(depths),
-        _row("kb keyset p50 ms", *(f(v["kb keyset"]["p50_ms"]) for v in depths.values())),
-        _row("OFFSET p50 ms", *(f(v["OFFSET"]["p50_ms"]) for v in depths.values())),
-        "",
-        _row("hybrid, p50 ms", "vector", "full text", "hybrid"),
-        "| --- | ---: | ---: | ---: |",
+        _row("kb keyset p50 ms", *(_fmt(v["kb keyset"]["p50_ms"]) for v in depths.values())),
+        _row("OFFSET p50 ms", *(_fmt(v["OFFSET"]["p50_ms"]) for v in depths.values())),
     ]
+
+
+def _readme_hybrid(r: dict[str, Any], s: dict[str, Any]) -> list[str]:
+    out = [_row("hybrid, p50 ms", "vector", "full text", "hybrid"), "| --- | ---: | ---: | ---: |"]
     for bucket, v in s["hybrid"].items():
+        if "error" in v:
+            continue
         dfs = v["document_frequency"]
         out.append(
             _row(
                 f"{bucket} terms (in {min(dfs):,}-{max(dfs):,} docs)",
-                f(v["vector"]["p50_ms"]),
-                f(v["text"]["p50_ms"]),
-                f(v["hybrid"]["p50_ms"]),
+                _fmt(v["vector"]["p50_ms"]),
+                _fmt(v["text"]["p50_ms"]),
+                _fmt(v["hybrid"]["p50_ms"]),
             )
         )
+    return out
+
+
+def _readme_embedding(r: dict[str, Any], s: dict[str, Any]) -> list[str]:
     em = s["embedding"]
-    out += [
-        "",
+    out = [
         _row(
             f"local model, {em['chunks']} real chunks of ~1 KB",
             "chunks/s",
@@ -404,17 +456,9 @@ def readme(r: dict[str, Any]) -> str:
             out.append(
                 _row(
                     name,
-                    f(e["chunks_per_s"], 1),
-                    f(e["tokens_per_s"], 0),
-                    f(e["cosine_to_default_min"], 4),
+                    _fmt(e["chunks_per_s"], 1),
+                    _fmt(e["tokens_per_s"], 0),
+                    _fmt(e["cosine_to_default_min"], 4),
                 )
             )
-    out += [
-        "",
-        _row("target (M tier)", "measured", "bound", "met"),
-        "| --- | ---: | ---: | :---: |",
-    ]
-    for t in r["targets"]:
-        met = {True: "yes", False: "**no**", None: "n/a"}[t["met"]]
-        out.append(_row(t["target"], f(t["value"], 3), f"{t['op']} {t['bound']}", met))
-    return "\n".join(out)
+    return out

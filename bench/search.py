@@ -126,10 +126,12 @@ async def unfiltered(ctx: Context) -> dict[str, Any]:
         for name, why in missing.items():
             result["engines"][name] = {"error": why}
 
-        from kb.search import DEFAULT_EF_SEARCH
-
-        efs = sorted(set(t.ef_search) | {DEFAULT_EF_SEARCH})
-        result["kb_default_ef_search"] = DEFAULT_EF_SEARCH
+        # kb's default: the ef_search kb measured for the collection at load (kb.calibration),
+        # else its fixed default.
+        default_ef, calibration = await kbpaths.default_ef_search(ctx.kb_db, "main")
+        efs = sorted(set(t.ef_search) | {default_ef})
+        result["kb_default_ef_search"] = default_ef
+        result["calibration"] = calibration
         for ef in efs:
             kbv = KbVector(ctx, kbpaths.Search(ctx.kb_db, "main", k=K, ef_search=ef), pool)
             await kbv.prepare_raw(queries[0])
@@ -179,7 +181,7 @@ async def unfiltered(ctx: Context) -> dict[str, Any]:
         await kbv.prepare_raw(queries[0])
         for engine in loaded:
             if engine.supports_ef:
-                engine.set_ef(DEFAULT_EF_SEARCH)
+                engine.set_ef(default_ef)
         per = t.qps_queries
         qlist = list(queries)
         for clients in (1, 4):

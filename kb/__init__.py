@@ -10,6 +10,7 @@ from kb.browse import (
     iter_documents,
     neighbours,
 )
+from kb.calibration import Calibration, calibrate
 from kb.collections import (
     CollectionInfo,
     create_collection,
@@ -75,6 +76,7 @@ from kb.status import DatabaseStatus, database_status
 
 __all__ = [
     "SCORE_DEFINITIONS",
+    "Calibration",
     "Collection",
     "CollectionInfo",
     "CollectionNotFound",
@@ -116,6 +118,7 @@ __all__ = [
     "SourceDocument",
     "SyncDatabase",
     "browse",
+    "calibrate",
     "chunk_text",
     "connect",
     "count_documents",

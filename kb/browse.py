@@ -8,6 +8,7 @@ duplicates or gaps among the rows that were already there.
 
 from __future__ import annotations
 
+import math
 import uuid
 import zoneinfo
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -45,14 +46,26 @@ class CollectionRef:
     model: str
     dimension: int
     metric: str
+    # The collection's own default hnsw.ef_search (kb.calibration), if it has one.
+    ef_search: int | None = None
 
+
+# The collection's default ef_search from its settings, NULL unless a whole number in range.
+EF_SEARCH_SQL = (
+    "CASE WHEN jsonb_typeof(c.settings -> 'ef_search') = 'number' "
+    "AND (c.settings ->> 'ef_search')::numeric BETWEEN 1 AND 1000 "
+    "THEN round((c.settings ->> 'ef_search')::numeric)::int END"
+)
 
 CollectionArg = str | Collection | CollectionRef
 
 
 def _ref(item: Any) -> CollectionRef:
-    is_object = isinstance(item, Collection | CollectionRef)
+    if isinstance(item, CollectionRef):
+        return item
+    is_object = isinstance(item, Collection)
     get = item.__getattribute__ if is_object else item.__getitem__
+    ef = collection_ef(item.settings) if is_object else item["ef_search"]
     return CollectionRef(
         id=int(get("id")),
         name=get("name"),
@@ -60,7 +73,16 @@ def _ref(item: Any) -> CollectionRef:
         model=get("model"),
         dimension=int(get("dimension")),
         metric=get("metric"),
+        ef_search=None if ef is None else int(ef),
     )
+
+
+def collection_ef(settings: Mapping[str, Any] | None) -> int | None:
+    """Return a collection's default ef_search from its settings (what EF_SEARCH_SQL reads)."""
+    value = (settings or {}).get("ef_search")
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return None
+    return round(value) if 1 <= value <= 1000 else None
 
 
 async def lookup_collections(
@@ -80,8 +102,9 @@ async def lookup_collections(
         calls = "".join(f", {call} AS s{i}" for i, call in enumerate(plan.calls))
         rows = await fetch_all(
             session,
-            "SELECT c.id, c.name, c.embedder, c.model, c.dimension, c.metric"  # noqa: S608
-            f"{calls} FROM collections c WHERE c.name = ANY(CAST(:names AS text[]))",
+            "SELECT c.id, c.name, c.embedder, c.model, c.dimension, c.metric, "  # noqa: S608
+            f"{EF_SEARCH_SQL} AS ef_search{calls} "
+            "FROM collections c WHERE c.name = ANY(CAST(:names AS text[]))",
             {"names": names, **plan.params},
         )
         found = {row["name"]: _ref(row) for row in rows}

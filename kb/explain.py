@@ -170,7 +170,7 @@ async def recall_at_k(
     return RecallReport(
         k=request.k,
         recall=recall,
-        ef_search=base.effective_ef_search,
+        ef_search=approx.results.request.effective_ef_search,
         approximate=approx_ids,
         exact=exact_ids,
         missing=missing,

@@ -95,7 +95,7 @@ def choose(request: SearchRequest, found: Estimate) -> Choice:
     """Return how to run the request (exact, or with a scaled ef_search) and why."""
     if found.share >= 1.0:
         return Choice(request)
-    wanted = max(BASE_EF, 2 * request.list_depth)
+    wanted = max(request.collection_ef or BASE_EF, 2 * request.list_depth)
     # Twice the plain 1/s: the planner's share is an estimate, and 1/s alone measured 0.98.
     ef = math.ceil(2 * wanted / max(found.share, 1e-9))
     if ef <= MAX_EF:

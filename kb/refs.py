@@ -3,10 +3,10 @@
 A search needs a collection's id, dimension and metric before it can write its SQL (the id is
 a literal so the partial HNSW index applies). Looking them up costs a round trip per search.
 kb remembers them per database, and every search that uses remembered ones carries a guard in
-the same statement: its rows come back only if each id still has that name. A collection
-deleted, re-created or renamed since is noticed by that very search, which then looks the
-collection up again and re-runs; no result is ever built on a stale id. (An id never changes
-its dimension, metric or embedder, and ids are never reused.)
+the same statement: its rows come back only if each id still has that name and default
+ef_search. A collection deleted, re-created, renamed or re-calibrated since is noticed by that
+very search, which then looks the collection up again and re-runs; no result is ever built on
+a stale id. (An id never changes its dimension, metric or embedder, and ids are never reused.)
 """
 
 from __future__ import annotations
@@ -79,7 +79,8 @@ def forget(session: AsyncSession, names: Sequence[str]) -> None:
 
 
 def guarded(sql: str, refs: Sequence[CollectionRef], order_by: str) -> tuple[str, dict[str, Any]]:
-    """Wrap a statement so it returns rows only while every ref's id still has its name.
+    """Wrap a statement so it returns rows only while every ref's id still has its name (and
+    its default ef_search).
 
     The result always has at least one row; its `kb_valid` column says whether the refs held,
     and a valid result with no hits is one row of NULLs. `order_by` orders the inner rows
@@ -87,9 +88,15 @@ def guarded(sql: str, refs: Sequence[CollectionRef], order_by: str) -> tuple[str
     """
     params: dict[str, Any] = {}
     pairs = []
+    from kb.browse import EF_SEARCH_SQL
+
     for i, ref in enumerate(refs):
         params[f"kb_name{i}"] = ref.name
-        pairs.append(f"(c.id = {int(ref.id)} AND c.name = CAST(:kb_name{i} AS text))")
+        ef = "IS NULL" if ref.ef_search is None else f"= {int(ref.ef_search)}"
+        pairs.append(
+            f"(c.id = {int(ref.id)} AND c.name = CAST(:kb_name{i} AS text) "
+            f"AND ({EF_SEARCH_SQL}) {ef})"
+        )
     where = " OR ".join(pairs)  # ids are ints, names bound parameters
     check = f"(SELECT count(*) FROM collections c WHERE {where}) = {len(refs)}"  # noqa: S608
     wrapped = (

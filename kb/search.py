@@ -90,6 +90,8 @@ class SearchRequest:
     text_weight: float = 1.0
     rrf_k: int = DEFAULT_RRF_K
     candidates: int | None = None
+    # The searched collections' own default ef_search (kb.calibration), filled in by kb.
+    collection_ef: int | None = None
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -113,12 +115,14 @@ class SearchRequest:
         """Return the hnsw.ef_search the approximate query runs with."""
         if self.ef_search is not None:
             return self.ef_search
-        # Twice the rows wanted, at least 64: pgvector's default of 40 loses recall past k=10.
+        # Twice the rows wanted, at least the collection's measured ef_search (kb.calibration)
+        # or else 64: pgvector's default of 40 loses recall past k=10.
         # A hybrid search wants `fetch` fused rows, not its whole vector list: the fused top
         # comes from the head of each list, and a graph search as wide as the list (ef 120
         # for 60 candidates) cost ~0.2 ms more with the same fused results (agreement with
         # an exact vector list 0.995 at ef 64, 80 and 120, on 100k rows).
-        return min(MAX_EF_SEARCH, max(DEFAULT_EF_SEARCH, 2 * self.fetch))
+        base = self.collection_ef or DEFAULT_EF_SEARCH
+        return min(MAX_EF_SEARCH, max(base, 2 * self.fetch))
 
 
 def _number(value: Any, name: str) -> float:
@@ -160,6 +164,8 @@ def _validate(r: SearchRequest) -> None:
             raise InvalidInput("fetch_k must be at least k")
     if r.candidates is not None:
         check_limit(r.candidates, "candidates", MAX_K)
+    if r.collection_ef is not None:
+        check_limit(r.collection_ef, "collection_ef", MAX_EF_SEARCH)
     weights = (_number(r.vector_weight, "vector_weight"), _number(r.text_weight, "text_weight"))
     if min(weights) < 0 or max(weights) == 0:
         raise InvalidInput("hybrid weights must be >= 0 and not both 0")
@@ -325,8 +331,15 @@ async def execute_request(
         if colls is None:
             # A filtered search's settings wait until its path is chosen.
             colls = await _collections(session, request, apply=not plan)
+            defaults = with_collection_defaults(request, colls)
+            if defaults is not request:
+                request = defaults
+                if not plan:
+                    # Applied with the lookup before the collection's own ef_search was known.
+                    await apply_settings(session, settings_for(request))
         else:
             _check_shared_embedder(request, colls)
+            request = with_collection_defaults(request, colls)
             if not plan:
                 await apply_settings(session, settings_for(request))
         request = await _resolve_vector(session, request, colls, embedder)
@@ -375,6 +388,17 @@ async def execute_request(
         items=ranked, request=request, exact_fallback=exact_fallback, notes=tuple(notes)
     )
     return Executed(results=results, query=compiled, rows=len(rows))
+
+
+def with_collection_defaults(
+    request: SearchRequest, colls: Sequence[CollectionRef]
+) -> SearchRequest:
+    """Return the request with the collections' own default ef_search (the widest of them)."""
+    if request.mode == "text" or request.exact or request.ef_search is not None:
+        return request
+    measured = [c.ef_search for c in colls if c.ef_search is not None]
+    ef = max(measured) if measured else None
+    return request if ef == request.collection_ef else replace(request, collection_ef=ef)
 
 
 async def run_compiled(

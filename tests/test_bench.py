@@ -161,3 +161,24 @@ def test_targets_are_all_evaluated(s_tier: dict[str, Any]) -> None:
     assert len(targets) >= 10
     for t in targets:
         assert t["met"] in (True, False), t
+
+
+def test_readme_block_renders_every_scenario(s_tier: dict[str, Any]) -> None:
+    from bench.report import readme
+
+    block = readme(s_tier)
+    for heading in (
+        "| kb (`write_rows`) |",
+        "no filter (ef_search",
+        "| filtered top-10, kb |",
+        "Exact top-10 of",
+        "| kb keyset p50 ms |",
+        "| rare terms (in ",
+        "| local model, ",
+        "| target (S tier) |",
+    ):
+        assert heading in block, heading
+    # A run of some scenarios only renders those.
+    partial = {**s_tier, "scenarios": {"browse": s_tier["scenarios"]["browse"]}}
+    block = readme(partial)
+    assert "| kb keyset p50 ms |" in block and "| filtered top-10" not in block

@@ -1,4 +1,4 @@
-"""`kb collections ...`: list, create and delete collections."""
+"""`kb collections ...`: list, create, calibrate and delete collections."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import json
 import sys
 from typing import Any
 
+from kb.calibration import SAMPLE, TARGET_RECALL, Calibration, calibrate
 from kb.collections import CollectionInfo, create_collection, delete_collection, list_collections
 from kb.config import get_settings
 from kb.database import connect
@@ -32,6 +33,14 @@ Create an empty collection for one embedder:
 metric or a description.
 """
 
+CALIBRATE_HELP = """\
+Measure how many of the true 10 nearest neighbours the collection's HNSW index finds at each
+ef_search (the exact top 10 of a sample of the collection's own documents, each left out of
+its own results), and keep the smallest ef_search whose recall@10 reaches the target as the
+collection's default. Searches that set neither ef_search nor exact start from it. An ingest
+does this by itself once a collection holds 20,000 documents, and again when it has doubled.
+"""
+
 DELETE_HELP = """\
 Delete a collection with all its documents and its search index. Asks for confirmation on a
 terminal; without one (a script, a pipe), --yes is required.
@@ -42,7 +51,7 @@ def register(sub: Any) -> None:
     """Add the `collections` command group."""
     parser = sub.add_parser(
         "collections",
-        help="list, create or delete collections",
+        help="list, create, calibrate or delete collections",
         description=LIST_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -71,6 +80,22 @@ def register(sub: Any) -> None:
     p.add_argument("--description", default="", help="a line saying what the collection holds")
     p.add_argument("--json", action="store_true", help="print the new collection as JSON")
     p.set_defaults(handler=_create)
+
+    p = actions.add_parser(
+        "calibrate",
+        help="measure recall by ef_search and keep the collection's default ef_search",
+        description=CALIBRATE_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("name", help="collection to calibrate")
+    p.add_argument(
+        "--target", type=float, default=TARGET_RECALL, help="recall@10 to reach (default 0.95)"
+    )
+    p.add_argument(
+        "--sample", type=int, default=SAMPLE, help="documents used as queries (default 24)"
+    )
+    p.add_argument("--json", action="store_true", help="print the measurement as JSON")
+    p.set_defaults(handler=_calibrate)
 
     p = actions.add_parser(
         "delete",
@@ -163,6 +188,41 @@ def _create(args: argparse.Namespace) -> int:
             f"Created collection {row['name']!r}: {row['embedder']} {row['model']} "
             f"({row['dimension']} dims, {row['metric']})."
         )
+    return 0
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    settings = get_settings()
+    if settings.read_only:
+        raise ReadOnlyError("kb is in read-only mode (KB_READ_ONLY); calibrating would write.")
+
+    async def run() -> Calibration:
+        db = await connect(settings)
+        try:
+            async with db.session() as s:
+                return await calibrate(s, args.name, target=args.target, sample=args.sample)
+        finally:
+            await db.close()
+
+    result = asyncio.run(run())
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "collection": result.collection,
+                    "ef_search": result.ef_search,
+                    **result.as_settings(),
+                }
+            )
+        )
+        return 0
+    tried = ", ".join(f"{ef}: {r:.3f}" for ef, r in result.recall_by_ef.items())
+    reached = "reaches" if result.recall >= result.target else "falls short of"
+    print(
+        f"{result.collection}: ef_search {result.ef_search} (recall@10 {result.recall:.3f} "
+        f"{reached} {result.target}) on {result.sample} of {result.rows:,} documents "
+        f"in {result.seconds:.1f} s. Recall by ef_search: {tried}."
+    )
     return 0
 
 

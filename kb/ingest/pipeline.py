@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from sqlalchemy.exc import DBAPIError
 
+from kb import calibration
 from kb.collections import ensure_collection, get_collection
 from kb.config import Settings
 from kb.database import Database
@@ -482,6 +483,18 @@ class _Run:
                     "until the next ingest builds it",
                 )
             )
+        else:
+            try:
+                with translating(self.db.url):
+                    await calibration.calibrate_if_due(self.db, self.collection.id)
+            except Exception as exc:
+                self.warnings.append(
+                    FileWarning(
+                        f"collection {self.collection.name}",
+                        f"its search ef_search could not be measured ({exc}); searches use "
+                        "the default until the next ingest measures it",
+                    )
+                )
         self.index_seconds = time.perf_counter() - started
 
 

@@ -35,6 +35,7 @@ import numpy as np
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from kb import calibration
 from kb.collections import get_collection
 from kb.database import Database
 from kb.db import translating
@@ -663,4 +664,5 @@ async def write_rows(
                 with suppress(BaseException):
                     await pending
         await indexing.ensure_index(db, collection_id, dimension, metric)
+        await calibration.calibrate_if_due(db, collection_id)
     return written

@@ -7,7 +7,7 @@ import streamlit as st
 
 import kb
 from kb.embedders import KIND_LABELS, KINDS, make_embedder
-from ui import bridge, charts, notebook, page
+from ui import bridge, charts, labels, notebook, page
 from ui.flash import flash, show_flash
 from ui.page import forget_stale
 from ui.safe import escape_markdown
@@ -27,6 +27,7 @@ def _table(collections: list[kb.CollectionInfo]) -> pd.DataFrame:
                 "model": c.model,
                 "dimension": c.dimension,
                 "metric": c.metric,
+                "search ef": labels.search_ef(c.settings),
                 "oldest": c.oldest,
                 "newest": c.newest,
                 "description": c.description,
@@ -40,6 +41,7 @@ def _table(collections: list[kb.CollectionInfo]) -> pd.DataFrame:
             "model",
             "dimension",
             "metric",
+            "search ef",
             "oldest",
             "newest",
             "description",

@@ -39,6 +39,7 @@ def test_collections_lists_counts_and_the_database(open_app: Open) -> None:
     assert notes["documents"] == NOTE_COUNT + 4
     assert notes["model"] == "feature-hashing-384" and notes["dimension"] == 384
     assert notes["metric"] == "cosine"
+    assert notes["search ef"] == "64 (default)"  # too small to be calibrated
     assert notes["oldest"] < notes["newest"]
     assert table[table["collection"] == EMPTY].iloc[0]["documents"] == 0
     database = frame(at, -1)
@@ -46,6 +47,7 @@ def test_collections_lists_counts_and_the_database(open_app: Open) -> None:
     assert values["server"].startswith("external")
     assert values["PostgreSQL"].startswith("18")
     assert values["pgvector"].startswith("0.8")
+    assert values["shared_buffers"].endswith(("MB", "GB", "kB"))
     assert values["migration revision"] == values["latest revision"] != "none"
     assert "kb.list_collections(session)" in texts(at)
 

@@ -153,3 +153,13 @@ async def test_calibrate_command(kdb: kb.Database) -> None:
     text_out = run_cli("kb", "collections", "calibrate", "cal_cli", url=kdb.url)
     assert "Recall by ef_search: 40:" in text_out.stdout
     assert "smallest ef_search" in run_cli("kb", "collections", "calibrate", "--help").stdout
+
+
+def test_how_the_app_names_a_collection_ef() -> None:
+    from ui.labels import search_ef as _search_ef
+
+    assert _search_ef({}) == "64 (default)"
+    assert _search_ef({"ef_search": 300}) == "300 (set by hand)"
+    assert _search_ef({"ef_search": "x"}) == "64 (default)"
+    measured = {"ef_search": 160, "calibration": {"recall_at_10": 0.9567}}
+    assert _search_ef(measured) == "160 (recall@10 0.96 measured)"

@@ -1,0 +1,19 @@
+"""How the app words facts about a collection."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from kb.browse import collection_ef
+
+
+def search_ef(settings: Mapping[str, Any]) -> str:
+    """Say which ef_search the collection's searches start from, and how it was chosen."""
+    ef = collection_ef(settings)
+    record = settings.get("calibration")
+    if ef is None:
+        return "64 (default)"
+    if isinstance(record, dict) and isinstance(record.get("recall_at_10"), int | float):
+        return f"{ef} (recall@10 {record['recall_at_10']:.2f} measured)"
+    return f"{ef} (set by hand)"

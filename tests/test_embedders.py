@@ -114,8 +114,12 @@ def test_local_model_gives_384_dim_unit_vectors_that_rank_by_meaning(
     assert np.allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-5)
     sims = v @ v[0]
     assert sims[1] > sims[2] + 0.3 and sims[3] > sims[2] + 0.3
-    # Same input, same vector: re-ingest relies on it.
-    assert np.allclose(embed_texts(local_model, texts[:1])[0], v[0], atol=1e-5)
+    # Same input, same vectors.
+    assert np.array_equal(embed_texts(local_model, texts), v)
+    # Alone or in a batch (other padding, other matrix shapes) the vector may differ in the
+    # last bits of bfloat16 arithmetic, never in meaning. (Re-ingest keys on content hashes.)
+    alone = embed_texts(local_model, texts[:1])[0]
+    assert float(alone @ v[0]) > 0.9999
 
 
 # --- an OpenAI-compatible API on a real local server -----------------------------------------

@@ -16,9 +16,9 @@ import numpy as np
 import kb
 from bench.data import Dataset
 from bench.tiers import LOCAL_MODEL
-from kb.browse import browse, resolve_collection
+from kb.browse import browse
 from kb.filters import Filters
-from kb.search import compile_request, make_request, run_search, with_collection_defaults
+from kb.search import execute_request, make_request, run_search
 from kb.statements import positional
 
 
@@ -213,11 +213,11 @@ class Search:
             return await run_search(s, self.request(vector, text))
 
     async def compiled(self, vector: np.ndarray | None, text: str | None = None) -> Any:
-        """Return the SQL, parameters and settings kb runs for this search."""
+        """Return the SQL, parameters and settings kb runs for this search, as kb plans it
+        (a filtered search's path depends on the filter, not on the query vector)."""
         async with self.db.session() as s:
-            req = self.request(vector, text)
-            coll = await resolve_collection(s, self.collection)
-            return compile_request(with_collection_defaults(req, [coll]), [coll])
+            executed = await execute_request(s, self.request(vector, text), fallback=False)
+            return executed.query
 
 
 async def default_ef_search(db: kb.Database, collection: str) -> tuple[int, dict[str, Any]]:

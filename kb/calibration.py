@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from kb.database import Database
 
 TARGET_RECALL = 0.95
-SAMPLE = 24
+SAMPLE = 32
 K = 10
 # ef_search values tried, in order; pgvector accepts up to 1,000.
 STEPS = (40, 64, 100, 160, 250, 400, 640, 1000)

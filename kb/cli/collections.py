@@ -92,7 +92,7 @@ def register(sub: Any) -> None:
         "--target", type=float, default=TARGET_RECALL, help="recall@10 to reach (default 0.95)"
     )
     p.add_argument(
-        "--sample", type=int, default=SAMPLE, help="documents used as queries (default 24)"
+        "--sample", type=int, default=SAMPLE, help="documents used as queries (default 32)"
     )
     p.add_argument("--json", action="store_true", help="print the measurement as JSON")
     p.set_defaults(handler=_calibrate)

@@ -163,3 +163,25 @@ def test_how_the_app_names_a_collection_ef() -> None:
     assert _search_ef({"ef_search": "x"}) == "64 (default)"
     measured = {"ef_search": 160, "calibration": {"recall_at_10": 0.9567}}
     assert _search_ef(measured) == "160 (recall@10 0.96 measured)"
+
+
+async def test_a_failed_measurement_keeps_the_rows(
+    kdb: kb.Database, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(calibration, "CALIBRATE_MIN_ROWS", 50)
+
+    async def timeout(*args: object, **kwargs: object) -> None:
+        raise kb.QueryTimeout("the exact scan ran past KB_STATEMENT_TIMEOUT")
+
+    monkeypatch.setattr(calibration, "calibrate", timeout)
+    async with kdb.session() as s:
+        await kb.create_collection(
+            s, "cal_fail", embedder="hashing", model=f"feature-hashing-{DIM}", dimension=DIM
+        )
+    vectors = _vectors(60, seed=8)
+    rows = [Row("src", f"c {i}", vectors[i], chunk_index=i) for i in range(60)]
+    assert await write_rows(kdb, "cal_fail", rows) == 60
+    assert "could not measure the ef_search" in caplog.text
+    async with kdb.session() as s:
+        assert await kb.count_documents(s, "cal_fail") == 60
+    assert "calibration" not in await _settings(kdb, "cal_fail")

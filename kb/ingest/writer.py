@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import math
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence, Sized
@@ -33,16 +34,19 @@ from typing import Any
 import asyncpg
 import numpy as np
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kb import calibration
 from kb.collections import get_collection
 from kb.database import Database
 from kb.db import translating
-from kb.errors import InvalidInput
+from kb.errors import InvalidInput, KBError
 from kb.ingest import copy, indexing
 from kb.ingest.cleaning import clean_json, clean_text
 from kb.models import check_vector, content_hash
+
+log = logging.getLogger(__name__)
 
 STAGE_TABLE = "kb_ingest_stage"
 # What kb.ingest.cleaning replaces, and how deep clean_json goes before it stringifies.
@@ -664,5 +668,9 @@ async def write_rows(
                 with suppress(BaseException):
                     await pending
         await indexing.ensure_index(db, collection_id, dimension, metric)
-        await calibration.calibrate_if_due(db, collection_id)
+        try:
+            await calibration.calibrate_if_due(db, collection_id)
+        except (KBError, DBAPIError, asyncpg.PostgresError) as exc:
+            # The rows are written; searches keep the default ef_search until the next ingest.
+            log.warning("could not measure the ef_search of collection %s: %s", collection_id, exc)
     return written

@@ -38,6 +38,7 @@ from kb.errors import (
 from kb.explain import Explanation, RecallReport, explain, recall_at_k
 from kb.export import ExportIncomplete, ExportReport, export_documents, export_results
 from kb.filters import Filters
+from kb.indexes import GraphParams
 from kb.ingest import (
     IngestError,
     IngestProgress,
@@ -51,6 +52,7 @@ from kb.ingest import (
     ingest_documents,
 )
 from kb.models import Collection, Document
+from kb.reindex import IndexRebuild, rebuild_index
 from kb.results import (
     SCORE_DEFINITIONS,
     DocumentRecord,
@@ -95,7 +97,9 @@ __all__ = [
     "ExportReport",
     "Facet",
     "Filters",
+    "GraphParams",
     "HistogramBin",
+    "IndexRebuild",
     "IngestError",
     "IngestProgress",
     "IngestReport",
@@ -143,6 +147,7 @@ __all__ = [
     "make_embedder",
     "make_request",
     "neighbours",
+    "rebuild_index",
     "recall_at_k",
     "redact_url",
     "run_search",

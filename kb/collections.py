@@ -51,6 +51,7 @@ async def create_collection(
     `index=False` leaves the index to be built after a bulk load (see kb.ingest.indexing).
     """
     name = name.strip() if isinstance(name, str) else name
+    params = indexes.graph_params(settings)
     collection = Collection(
         name=name,
         description=description,
@@ -67,7 +68,7 @@ async def create_collection(
     except IntegrityError:
         raise InvalidInput(f"A collection named {name!r} already exists.") from None
     if index:
-        await indexes.create_index(session, collection.id, dimension, metric)
+        await indexes.create_index(session, collection.id, dimension, metric, params=params)
     return collection
 
 

@@ -165,6 +165,17 @@ def test_how_the_app_names_a_collection_ef() -> None:
     assert _search_ef(measured) == "160 (recall@10 0.96 measured)"
 
 
+def test_how_the_app_names_a_collection_graph() -> None:
+    from ui.labels import index_graph
+
+    assert index_graph({}, 384) == "m 16, ef_construction 64 (default)"
+    assert index_graph({"index": {"m": 24, "ef_construction": 128}}, 384) == (
+        "m 24, ef_construction 128"
+    )
+    assert index_graph({}, 5000) == "no index (exact searches)"
+    assert index_graph({"index": {"m": 0}}, 384).startswith("invalid settings: HNSW m must")
+
+
 async def test_a_failed_measurement_keeps_the_rows(
     kdb: kb.Database, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:

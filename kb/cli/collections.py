@@ -1,10 +1,11 @@
-"""`kb collections ...`: list, create, calibrate and delete collections."""
+"""`kb collections ...`: list, create, calibrate, reindex and delete collections."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import json
+import shlex
 import sys
 from typing import Any
 
@@ -14,7 +15,9 @@ from kb.config import get_settings
 from kb.database import connect
 from kb.embedders import KINDS, make_embedder
 from kb.errors import InvalidInput, ReadOnlyError
+from kb.indexes import DEFAULT_EF_CONSTRUCTION, DEFAULT_M, GraphParams
 from kb.models import METRICS
+from kb.reindex import IndexRebuild, rebuild_index
 
 LIST_HELP = """\
 List every collection with its document count, embedder, model, dimension and metric.
@@ -35,10 +38,24 @@ metric or a description.
 
 CALIBRATE_HELP = """\
 Measure how many of the true 10 nearest neighbours the collection's HNSW index finds at each
-ef_search (the exact top 10 of a sample of the collection's own documents, each left out of
-its own results), and keep the smallest ef_search whose recall@10 reaches the target as the
-collection's default. Searches that set neither ef_search nor exact start from it. An ingest
-does this by itself once a collection holds 20,000 documents, and again when it has doubled.
+ef_search, and keep the smallest ef_search whose recall@10 reaches the target as the
+collection's default. The queries are a sample of the collection's documents, each moved by
+the distance to its nearest neighbour (queries the index has not seen). Searches that set
+neither ef_search nor exact start from it. An ingest does this by itself once a collection
+holds 20,000 documents, and again when it has doubled. When even ef_search 1,000 falls
+short, rebuild the index as a denser graph (kb collections reindex).
+"""
+
+REINDEX_HELP = f"""\
+Rebuild the collection's HNSW index, by default with the graph parameters it has, or as a
+denser graph: --m links per node, --ef-construction candidates weighed per insert (pgvector's
+defaults {DEFAULT_M} and {DEFAULT_EF_CONSTRUCTION}). A denser graph finds more of the true
+neighbours at the same ef_search, so searches reach the recall target at a lower one; the
+build takes longer (about in proportion to ef_construction) and the index grows with m.
+Typical: --m 24 --ef-construction 128 for a collection of a million documents.
+The new index is built next to the old one without stopping searches or ingests, then swapped
+in; the collection keeps the parameters for every later build, and its ef_search is measured
+again (kb collections calibrate).
 """
 
 DELETE_HELP = """\
@@ -51,7 +68,7 @@ def register(sub: Any) -> None:
     """Add the `collections` command group."""
     parser = sub.add_parser(
         "collections",
-        help="list, create, calibrate or delete collections",
+        help="list, create, calibrate, reindex or delete collections",
         description=LIST_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -96,6 +113,27 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--json", action="store_true", help="print the measurement as JSON")
     p.set_defaults(handler=_calibrate)
+
+    p = actions.add_parser(
+        "reindex",
+        help="rebuild the collection's HNSW index, optionally as a denser graph",
+        description=REINDEX_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("name", help="collection whose index to rebuild")
+    p.add_argument("--m", type=int, help="links per node (2-100; default: as now)")
+    p.add_argument(
+        "--ef-construction",
+        type=int,
+        help="candidates per insert (4-1000, at least 2 x m; default: as now)",
+    )
+    p.add_argument(
+        "--no-calibrate",
+        action="store_true",
+        help="do not measure ef_search on the new index (the next large ingest will)",
+    )
+    p.add_argument("--json", action="store_true", help="print what was done as JSON")
+    p.set_defaults(handler=_reindex)
 
     p = actions.add_parser(
         "delete",
@@ -216,14 +254,75 @@ def _calibrate(args: argparse.Namespace) -> int:
             )
         )
         return 0
-    tried = ", ".join(f"{ef}: {r:.3f}" for ef, r in result.recall_by_ef.items())
-    reached = "reaches" if result.recall >= result.target else "falls short of"
-    print(
-        f"{result.collection}: ef_search {result.ef_search} (recall@10 {result.recall:.3f} "
-        f"{reached} {result.target}) on {result.sample} of {result.rows:,} documents "
-        f"in {result.seconds:.1f} s. Recall by ef_search: {tried}."
-    )
+    print(_calibration_line(result))
     return 0
+
+
+def _calibration_line(result: Calibration) -> str:
+    tried = ", ".join(f"{ef}: {r:.3f}" for ef, r in result.recall_by_ef.items())
+    line = (
+        f"{result.collection}: ef_search {result.ef_search} (recall@10 {result.recall:.3f} "
+        f"{'reaches' if result.recall >= result.target else 'falls short of'} {result.target}) "
+        f"on {result.sample} of {result.rows:,} documents in {result.seconds:.1f} s. "
+        f"Recall by ef_search: {tried}."
+    )
+    if result.recall < result.target:
+        line += (
+            f"\nThe graph is too sparse for the target: rebuild it denser, e.g. "
+            f"kb collections reindex {shlex.quote(result.collection)} --m 24 --ef-construction 128"
+        )
+    return line
+
+
+def _reindex(args: argparse.Namespace) -> int:
+    settings = get_settings()
+    if settings.read_only:
+        raise ReadOnlyError("kb is in read-only mode (KB_READ_ONLY); rebuilding would write.")
+
+    async def run() -> IndexRebuild:
+        db = await connect(settings)
+        try:
+            return await rebuild_index(
+                db,
+                args.name,
+                m=args.m,
+                ef_construction=args.ef_construction,
+                recalibrate=not args.no_calibrate,
+            )
+        finally:
+            await db.close()
+
+    done = asyncio.run(run())
+    cal = done.calibration
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "collection": done.collection,
+                    "documents": done.documents,
+                    "before": done.before.as_settings(),
+                    "after": done.after.as_settings(),
+                    "build_seconds": round(done.build_seconds, 2),
+                    "index_bytes": done.index_bytes,
+                    "calibration": None
+                    if cal is None
+                    else {"ef_search": cal.ef_search, **cal.as_settings()},
+                }
+            )
+        )
+        return 0
+    print(
+        f"{done.collection}: index rebuilt with {_graph(done.after)} (was {_graph(done.before)}) "
+        f"over {done.documents:,} documents in {done.build_seconds:.1f} s; "
+        f"{done.index_bytes / 2**20:,.1f} MiB."
+    )
+    if cal is not None:
+        print(_calibration_line(cal))
+    return 0
+
+
+def _graph(params: GraphParams) -> str:
+    return f"m {params.m}, ef_construction {params.ef_construction}"
 
 
 def _confirm(question: str) -> bool:

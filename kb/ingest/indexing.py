@@ -81,6 +81,15 @@ async def index_state(db: Database, collection_id: int) -> bool | None:
     return None if valid is None else bool(valid)
 
 
+async def stored_params(db: Database, collection_id: int) -> indexes.GraphParams:
+    """Return the graph parameters kept in a collection's settings."""
+    async with db.session() as s:
+        settings = await s.scalar(
+            text("SELECT settings FROM collections WHERE id = :c"), {"c": collection_id}
+        )
+    return indexes.graph_params(settings)
+
+
 async def ensure_index(db: Database, collection_id: int, dimension: int, metric: str) -> bool:
     """Build the collection's index concurrently if it is missing or invalid; return if built."""
     if not indexes.is_indexable(dimension):
@@ -89,8 +98,12 @@ async def ensure_index(db: Database, collection_id: int, dimension: int, metric:
     if state is True:
         return False
     name = indexes.index_name(collection_id)
-    sql = indexes.create_index_sql(collection_id, dimension, metric).replace(
-        "CREATE INDEX IF NOT EXISTS", "CREATE INDEX CONCURRENTLY IF NOT EXISTS", 1
+    sql = indexes.create_index_sql(
+        collection_id,
+        dimension,
+        metric,
+        params=await stored_params(db, collection_id),
+        concurrently=True,
     )
     async with db.engine.connect() as conn:
         auto = await conn.execution_options(isolation_level="AUTOCOMMIT")

@@ -1,0 +1,213 @@
+"""Rebuild a collection's HNSW index, optionally as a denser graph, without stopping searches.
+
+How many of the true neighbours a graph search finds at a given ef_search depends on how the
+graph was built: `m` links per node and `ef_construction` candidates weighed per insert
+(pgvector's defaults: 16 and 64). On a large collection the defaults can leave recall short
+of the target even at ef_search 1,000 (kb.calibration says so); a denser graph closes the
+gap for a slower build and a bigger index. The new index is built next to the old one with
+CREATE INDEX CONCURRENTLY (searches and ingests go on, using the old one), then swapped in
+by one short transaction that also records the parameters in the collection's settings, so
+every later build of the index (after a bulk load, or a repair) keeps them. The collection's
+ef_search is measured again on the new graph.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from contextlib import suppress
+from dataclasses import dataclass
+
+import asyncpg
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
+
+from kb import calibration, indexes, refs
+from kb.browse import resolve_collection
+from kb.calibration import Calibration
+from kb.database import Database
+from kb.db import translating
+from kb.errors import DatabaseBusy, InvalidInput, ReadOnlyError
+from kb.ingest.indexing import build_memory
+from kb.statements import fetch_all
+
+# The swap waits this long for searches holding the table, a few times, before giving up.
+SWAP_LOCK_TIMEOUT = "3s"
+SWAP_ATTEMPTS = 5
+_NEXT_SUFFIX = "_next"
+
+
+@dataclass(frozen=True, slots=True)
+class IndexRebuild:
+    """What `rebuild_index` did: the graph before and after, the time, the new ef_search."""
+
+    collection: str
+    documents: int
+    before: indexes.GraphParams
+    after: indexes.GraphParams
+    build_seconds: float
+    index_bytes: int
+    calibration: Calibration | None
+
+
+def next_index_name(collection_id: int) -> str:
+    """Return the name the new index is built under before the swap."""
+    return indexes.index_name(collection_id) + _NEXT_SUFFIX
+
+
+async def rebuild_index(
+    db: Database,
+    collection: str,
+    *,
+    m: int | None = None,
+    ef_construction: int | None = None,
+    recalibrate: bool = True,
+) -> IndexRebuild:
+    """Rebuild a collection's HNSW index concurrently with the given graph parameters."""
+    if db.settings.read_only:
+        raise ReadOnlyError("kb is in read-only mode (KB_READ_ONLY); rebuilding an index writes.")
+    async with db.session() as s:
+        coll = await resolve_collection(s, collection)
+        rows = await fetch_all(
+            s,
+            "SELECT settings, (SELECT count(*) FROM documents WHERE collection_id = :c) AS n "
+            "FROM collections WHERE id = :c",
+            {"c": coll.id},
+        )
+    settings = dict(rows[0]["settings"] or {})
+    documents = int(rows[0]["n"])
+    if not indexes.is_indexable(coll.dimension):
+        raise InvalidInput(
+            f"Collection {coll.name!r} has {coll.dimension}-dimensional vectors, which no HNSW "
+            "index covers: its searches are exact."
+        )
+    before = indexes.graph_params(settings)
+    after = indexes.GraphParams(
+        m=before.m if m is None else m,
+        ef_construction=before.ef_construction if ef_construction is None else ef_construction,
+    )
+    start = time.perf_counter()
+    with translating(db.url):
+        await _build(db, coll.id, coll.dimension, coll.metric, after)
+        try:
+            await _swap(db, coll.id, after)
+        except BaseException:
+            await _drop_next(db, coll.id)
+            raise
+    build_seconds = time.perf_counter() - start
+    async with db.session() as s:
+        size = await s.scalar(
+            text("SELECT pg_relation_size(to_regclass(:n))"),
+            {"n": indexes.index_name(coll.id)},
+        )
+        refs.forget(s, [coll.name])
+    measured = None
+    if (
+        recalibrate
+        and documents > calibration.K
+        and (
+            documents >= calibration.CALIBRATE_MIN_ROWS
+            or isinstance(settings.get("calibration"), dict)
+        )
+    ):
+        async with db.session() as s:
+            measured = await calibration.calibrate(s, coll.name)
+    return IndexRebuild(
+        collection=coll.name,
+        documents=documents,
+        before=before,
+        after=after,
+        build_seconds=build_seconds,
+        index_bytes=int(size or 0),
+        calibration=measured,
+    )
+
+
+async def _build(
+    db: Database, collection_id: int, dimension: int, metric: str, params: indexes.GraphParams
+) -> None:
+    name = next_index_name(collection_id)
+    sql = indexes.create_index_sql(
+        collection_id, dimension, metric, params=params, name=name, concurrently=True
+    )
+    async with db.engine.connect() as conn:
+        auto = await conn.execution_options(isolation_level="AUTOCOMMIT")
+        # One rebuild per collection at a time: a second would drop the first's index.
+        locked = await auto.scalar(
+            text("SELECT pg_try_advisory_lock(hashtext('kb.reindex'), :c)"), {"c": collection_id}
+        )
+        if not locked:
+            raise DatabaseBusy("An index rebuild of this collection is already running.")
+        try:
+            await auto.execute(text("SET statement_timeout = 0"))
+            await auto.execute(text(f"SET maintenance_work_mem = '{build_memory(db)}'"))
+            # Left by a rebuild that was interrupted.
+            await auto.execute(text(f"DROP INDEX CONCURRENTLY IF EXISTS {name}"))
+            try:
+                await auto.execute(text(sql))
+            except BaseException:
+                with suppress(Exception):
+                    await auto.execute(text(f"DROP INDEX CONCURRENTLY IF EXISTS {name}"))
+                raise
+        finally:
+            with suppress(Exception):
+                await auto.execute(
+                    text("SELECT pg_advisory_unlock(hashtext('kb.reindex'), :c)"),
+                    {"c": collection_id},
+                )
+                await auto.execute(text("RESET statement_timeout"))
+                await auto.execute(text("RESET maintenance_work_mem"))
+
+
+async def _swap(db: Database, collection_id: int, params: indexes.GraphParams) -> None:
+    old, new = indexes.index_name(collection_id), next_index_name(collection_id)
+    for attempt in range(SWAP_ATTEMPTS):
+        try:
+            async with db.session() as s:
+                # DROP INDEX locks the table: wait briefly for running searches, never queue
+                # every new search behind a long one.
+                await s.execute(text(f"SET LOCAL lock_timeout = '{SWAP_LOCK_TIMEOUT}'"))
+                await s.execute(text(f"DROP INDEX IF EXISTS {old}"))
+                await s.execute(text(f"ALTER INDEX {new} RENAME TO {old}"))
+                await s.execute(
+                    text(
+                        "UPDATE collections SET settings = coalesce(settings, '{}'::jsonb) "
+                        "- 'calibration' - CASE WHEN settings ? 'calibration' "
+                        "THEN 'ef_search' ELSE '' END "
+                        "|| jsonb_build_object('index', CAST(:p AS jsonb)) WHERE id = :c"
+                    ),
+                    {"p": _json(params.as_settings()), "c": collection_id},
+                )
+            return
+        except DBAPIError as exc:
+            if not _lock_timeout(exc):
+                raise
+            if attempt == SWAP_ATTEMPTS - 1:
+                raise DatabaseBusy(
+                    "Searches kept the documents table busy, so the rebuilt index was not "
+                    "swapped in; the collection keeps its old index. Try again."
+                ) from exc
+            await asyncio.sleep(0.5)
+
+
+def _lock_timeout(exc: DBAPIError) -> bool:
+    orig = exc.orig
+    return any(
+        isinstance(e, asyncpg.exceptions.LockNotAvailableError)
+        for e in (orig, getattr(orig, "__cause__", None))
+    )
+
+
+async def _drop_next(db: Database, collection_id: int) -> None:
+    with suppress(Exception):
+        async with db.engine.connect() as conn:
+            auto = await conn.execution_options(isolation_level="AUTOCOMMIT")
+            await auto.execute(
+                text(f"DROP INDEX CONCURRENTLY IF EXISTS {next_index_name(collection_id)}")
+            )
+
+
+def _json(value: object) -> str:
+    import json
+
+    return json.dumps(value)

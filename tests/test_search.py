@@ -193,6 +193,32 @@ async def test_the_hnsw_index_serves_the_query_every_time(data: Data) -> None:
         assert f"Index Scan using {hnsw}" in plan and "$1" in plan
 
 
+async def test_exact_scans_are_planned_for_their_query_vector(data: Data) -> None:
+    # A generic plan would cast the query vector from real[] again for every row it scans.
+    rng = np.random.default_rng(11)
+    async with data.db.session() as s:
+        # An unfiltered search leaves the connection on PostgreSQL's automatic plan choice.
+        await kb.search_by_vector(s, rng.standard_normal(DIM), collection="vec", k=5)
+        for _ in range(8):
+            exact = await kb.search_by_vector(
+                s, rng.standard_normal(DIM), collection="vec", k=5, exact=True
+            )
+            assert len(exact) == 5
+        plans = (
+            await s.execute(
+                text(
+                    "SELECT generic_plans, custom_plans FROM pg_prepared_statements "
+                    "WHERE statement LIKE '%ORDER BY d.embedding <=> CAST(CAST($1 AS real[])%' "
+                    "AND statement NOT LIKE '%pg_prepared_statements%'"
+                )
+            )
+        ).all()
+        assert plans and sum(p.generic_plans for p in plans) == 0
+        assert sum(p.custom_plans for p in plans) >= 8
+        explained = await kb.explain(s, exact.request)
+        assert explained.settings == {"plan_cache_mode": "force_custom_plan"}
+
+
 async def test_a_one_percent_filter_still_returns_k_rows(data: Data) -> None:
     q = np.random.default_rng(7).standard_normal(DIM)
     in_bucket = [i for i in range(N) if i % 100 == 7]

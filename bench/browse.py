@@ -28,8 +28,9 @@ async def run(ctx: Context) -> dict[str, Any]:
         f"ORDER BY d.created_at DESC, d.id DESC OFFSET $1 LIMIT {int(size)}"
     )
     try:
+        cursors: dict[int, str | None] = {}
         for depth in depths:
-            cursor = None
+            cursors[depth] = None
             if depth > 0:
                 before = await conn.fetchrow(
                     "SELECT d.created_at, d.id FROM documents d "  # noqa: S608
@@ -37,37 +38,55 @@ async def run(ctx: Context) -> dict[str, Any]:
                     "ORDER BY d.created_at DESC, d.id DESC OFFSET $1 LIMIT 1",
                     depth - 1,
                 )
-                cursor = kbpaths.cursor_at(
+                cursors[depth] = kbpaths.cursor_at(
                     cid, before["created_at"], uuid.UUID(int=before["id"].int)
                 )
 
-            async def kb_page(_: int, cursor: str | None = cursor) -> list[uuid.UUID]:
-                page = await kbpaths.kb_page(ctx.kb_db, "main", size, cursor)
-                return [item.id for item in page]
+        def kb_page(depth: int) -> Any:
+            async def page(_: int) -> list[uuid.UUID]:
+                found = await kbpaths.kb_page(ctx.kb_db, "main", size, cursors[depth])
+                return [item.id for item in found]
 
-            async def offset_page(_: int, depth: int = depth) -> list[uuid.UUID]:
+            return page
+
+        def offset_page(depth: int) -> Any:
+            async def page(_: int) -> list[uuid.UUID]:
                 rows = await conn.fetch(offset_sql, depth)
                 return [uuid.UUID(int=r["id"].int) for r in rows]
 
-            # Warm-up, then interleaved passes.
-            for fn in (kb_page, offset_page):
+            return page
+
+        for depth in depths:
+            for fn in (kb_page(depth), offset_page(depth)):
                 for _ in range(3):
                     await fn(0)
-            kb_passes, off_passes = [], []
-            kb_ids: list[uuid.UUID] = []
-            off_ids: list[uuid.UUID] = []
-            for _ in range(t.repeats):
-                lat, res = await timing.time_each(kb_page, list(range(PASSES_PER_DEPTH)))
-                kb_passes.append(timing.summary(lat))
-                kb_ids = res[0]
-                lat, res = await timing.time_each(offset_page, list(range(PASSES_PER_DEPTH)))
-                off_passes.append(timing.summary(lat))
-                off_ids = res[0]
+        kb_passes: dict[int, list[dict[str, float]]] = {d: [] for d in depths}
+        off_passes: dict[int, list[dict[str, float]]] = {d: [] for d in depths}
+        kb_ids: dict[int, list[uuid.UUID]] = {}
+        off_ids: dict[int, list[uuid.UUID]] = {}
+        # Depths take turns pass by pass (each going first in turn), so a change of load on a
+        # shared machine falls on the first page and the deep ones alike.
+        for r in range(t.repeats):
+            turn = depths[r % len(depths) :] + depths[: r % len(depths)]
+            for depth in turn:
+                lat, res = await timing.time_each(kb_page(depth), list(range(PASSES_PER_DEPTH)))
+                kb_passes[depth].append(timing.summary(lat))
+                kb_ids[depth] = res[0]
+                lat, res = await timing.time_each(offset_page(depth), list(range(PASSES_PER_DEPTH)))
+                off_passes[depth].append(timing.summary(lat))
+                off_ids[depth] = res[0]
+        for depth in depths:
             out["depths"][str(depth)] = {
                 "last_page": depth == n - size,
-                "kb keyset": {**timing.median_of_passes(kb_passes), "rows": len(kb_ids)},
-                "OFFSET": {**timing.median_of_passes(off_passes), "rows": len(off_ids)},
-                "same_rows": kb_ids == off_ids,
+                "kb keyset": {
+                    **timing.median_of_passes(kb_passes[depth]),
+                    "rows": len(kb_ids[depth]),
+                },
+                "OFFSET": {
+                    **timing.median_of_passes(off_passes[depth]),
+                    "rows": len(off_ids[depth]),
+                },
+                "same_rows": kb_ids[depth] == off_ids[depth],
             }
             ctx.log(
                 f"browse depth {depth}: kb {out['depths'][str(depth)]['kb keyset']['p50_ms']:.2f}ms"

@@ -7,17 +7,20 @@ import asyncio
 import json
 import shlex
 import sys
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from kb.calibration import SAMPLE, TARGET_RECALL, Calibration, calibrate
 from kb.collections import CollectionInfo, create_collection, delete_collection, list_collections
-from kb.config import get_settings
-from kb.database import connect
+from kb.config import Settings, get_settings
+from kb.database import Database, connect
 from kb.embedders import KINDS, make_embedder
 from kb.errors import InvalidInput, ReadOnlyError
 from kb.indexes import DEFAULT_EF_CONSTRUCTION, DEFAULT_M, GraphParams
 from kb.models import METRICS
 from kb.reindex import IndexRebuild, rebuild_index
+
+T = TypeVar("T")
 
 LIST_HELP = """\
 List every collection with its document count, embedder, model, dimension and metric.
@@ -161,16 +164,34 @@ def _row(c: CollectionInfo) -> dict[str, Any]:
     }
 
 
-def _list(args: argparse.Namespace) -> int:
-    async def run() -> list[CollectionInfo]:
-        db = await connect()
+def _writable(action: str) -> Settings:
+    """Return the settings, refusing in read-only mode what would write."""
+    settings = get_settings()
+    if settings.read_only:
+        raise ReadOnlyError(f"kb is in read-only mode (KB_READ_ONLY); {action} would write.")
+    return settings
+
+
+def _with_db(work: Callable[[Database], Awaitable[T]], settings: Settings | None = None) -> T:
+    """Connect, run `work` on the database, and close it."""
+
+    async def run() -> T:
+        db = await connect(settings)
         try:
-            async with db.session() as s:
-                return await list_collections(s)
+            return await work(db)
         finally:
             await db.close()
 
-    collections = asyncio.run(run())
+    return asyncio.run(run())
+
+
+async def _collections(db: Database) -> list[CollectionInfo]:
+    async with db.session() as s:
+        return await list_collections(s)
+
+
+def _list(args: argparse.Namespace) -> int:
+    collections = _with_db(_collections)
     if args.json:
         print(json.dumps([_row(c) for c in collections]))
         return 0
@@ -189,9 +210,7 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _create(args: argparse.Namespace) -> int:
-    settings = get_settings()
-    if settings.read_only:
-        raise ReadOnlyError("kb is in read-only mode (KB_READ_ONLY); creating would write.")
+    settings = _writable("creating")
     embedder = make_embedder(args.embedder, args.model, dimension=args.dimension)
     if args.dimension is not None and args.dimension != embedder.dimension:
         raise InvalidInput(
@@ -199,26 +218,21 @@ def _create(args: argparse.Namespace) -> int:
             f"not {args.dimension}; leave out --dimension"
         )
 
-    async def run() -> dict[str, Any]:
-        db = await connect(settings)
-        try:
-            async with db.session() as s:
-                await create_collection(
-                    s,
-                    args.name,
-                    embedder=embedder.kind,
-                    model=embedder.model,
-                    dimension=embedder.dimension,
-                    metric=args.metric or embedder.metric,
-                    description=args.description,
-                )
-            async with db.session() as s:
-                info = next(c for c in await list_collections(s) if c.name == args.name.strip())
-            return _row(info)
-        finally:
-            await db.close()
+    async def run(db: Database) -> dict[str, Any]:
+        async with db.session() as s:
+            await create_collection(
+                s,
+                args.name,
+                embedder=embedder.kind,
+                model=embedder.model,
+                dimension=embedder.dimension,
+                metric=args.metric or embedder.metric,
+                description=args.description,
+            )
+        info = next(c for c in await _collections(db) if c.name == args.name.strip())
+        return _row(info)
 
-    row = asyncio.run(run())
+    row = _with_db(run, settings)
     if args.json:
         print(json.dumps(row))
     else:
@@ -230,19 +244,13 @@ def _create(args: argparse.Namespace) -> int:
 
 
 def _calibrate(args: argparse.Namespace) -> int:
-    settings = get_settings()
-    if settings.read_only:
-        raise ReadOnlyError("kb is in read-only mode (KB_READ_ONLY); calibrating would write.")
+    settings = _writable("calibrating")
 
-    async def run() -> Calibration:
-        db = await connect(settings)
-        try:
-            async with db.session() as s:
-                return await calibrate(s, args.name, target=args.target, sample=args.sample)
-        finally:
-            await db.close()
+    async def run(db: Database) -> Calibration:
+        async with db.session() as s:
+            return await calibrate(s, args.name, target=args.target, sample=args.sample)
 
-    result = asyncio.run(run())
+    result = _with_db(run, settings)
     if args.json:
         print(
             json.dumps(
@@ -275,24 +283,18 @@ def _calibration_line(result: Calibration) -> str:
 
 
 def _reindex(args: argparse.Namespace) -> int:
-    settings = get_settings()
-    if settings.read_only:
-        raise ReadOnlyError("kb is in read-only mode (KB_READ_ONLY); rebuilding would write.")
+    settings = _writable("rebuilding an index")
 
-    async def run() -> IndexRebuild:
-        db = await connect(settings)
-        try:
-            return await rebuild_index(
-                db,
-                args.name,
-                m=args.m,
-                ef_construction=args.ef_construction,
-                recalibrate=not args.no_calibrate,
-            )
-        finally:
-            await db.close()
+    async def run(db: Database) -> IndexRebuild:
+        return await rebuild_index(
+            db,
+            args.name,
+            m=args.m,
+            ef_construction=args.ef_construction,
+            recalibrate=not args.no_calibrate,
+        )
 
-    done = asyncio.run(run())
+    done = _with_db(run, settings)
     cal = done.calibration
     if args.json:
         print(
@@ -334,9 +336,7 @@ def _confirm(question: str) -> bool:
 
 
 def _delete(args: argparse.Namespace) -> int:
-    settings = get_settings()
-    if settings.read_only:
-        raise ReadOnlyError("kb is in read-only mode (KB_READ_ONLY); deleting would write.")
+    settings = _writable("deleting")
     if not args.yes and not sys.stdin.isatty():
         print(
             f"kb: error: not deleting {args.name!r} without confirmation: stdin is not a "
@@ -345,25 +345,18 @@ def _delete(args: argparse.Namespace) -> int:
         )
         return 2
 
-    async def run() -> int | None:
-        db = await connect(settings)
-        try:
-            if not args.yes:
-                async with db.session() as s:
-                    info = next((c for c in await list_collections(s) if c.name == args.name), None)
-                if info is not None:
-                    question = (
-                        f"Delete collection {info.name!r} and its {info.documents} document(s)?"
-                    )
-                    # input() blocks; keep it off the event loop.
-                    if not await asyncio.to_thread(_confirm, question):
-                        return None
-            async with db.session() as s:
-                return await delete_collection(s, args.name)
-        finally:
-            await db.close()
+    async def run(db: Database) -> int | None:
+        if not args.yes:
+            info = next((c for c in await _collections(db) if c.name == args.name), None)
+            if info is not None:
+                question = f"Delete collection {info.name!r} and its {info.documents} document(s)?"
+                # input() blocks; keep it off the event loop.
+                if not await asyncio.to_thread(_confirm, question):
+                    return None
+        async with db.session() as s:
+            return await delete_collection(s, args.name)
 
-    removed = asyncio.run(run())
+    removed = _with_db(run, settings)
     if removed is None:
         print("Nothing deleted.")
         return 1

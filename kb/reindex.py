@@ -31,9 +31,10 @@ from kb.errors import DatabaseBusy, InvalidInput, ReadOnlyError
 from kb.ingest.indexing import build_memory
 from kb.statements import fetch_all
 
-# The swap waits this long for searches holding the table, a few times, before giving up.
-SWAP_LOCK_TIMEOUT = "3s"
-SWAP_ATTEMPTS = 5
+# DROP INDEX needs the table to itself, and new searches queue behind it while it waits: it
+# waits a second at a time for the statements holding the table, up to SWAP_ATTEMPTS times.
+SWAP_LOCK_TIMEOUT = "1s"
+SWAP_ATTEMPTS = 30
 _NEXT_SUFFIX = "_next"
 
 
@@ -88,12 +89,7 @@ async def rebuild_index(
     )
     start = time.perf_counter()
     with translating(db.url):
-        await _build(db, coll.id, coll.dimension, coll.metric, after)
-        try:
-            await _swap(db, coll.id, after)
-        except BaseException:
-            await _drop_next(db, coll.id)
-            raise
+        await _rebuild(db, coll.id, coll.dimension, coll.metric, after)
     build_seconds = time.perf_counter() - start
     async with db.session() as s:
         size = await s.scalar(
@@ -123,7 +119,7 @@ async def rebuild_index(
     )
 
 
-async def _build(
+async def _rebuild(
     db: Database, collection_id: int, dimension: int, metric: str, params: indexes.GraphParams
 ) -> None:
     name = next_index_name(collection_id)
@@ -132,31 +128,30 @@ async def _build(
     )
     async with db.engine.connect() as conn:
         auto = await conn.execution_options(isolation_level="AUTOCOMMIT")
-        # One rebuild per collection at a time: a second would drop the first's index.
-        locked = await auto.scalar(
-            text("SELECT pg_try_advisory_lock(hashtext('kb.reindex'), :c)"), {"c": collection_id}
-        )
-        if not locked:
-            raise DatabaseBusy("An index rebuild of this collection is already running.")
         try:
+            # One rebuild per collection at a time, from the build to the swap: a second would
+            # drop the first's index. The lock is this connection's, which is closed at the
+            # end rather than pooled, so neither the lock nor its settings can outlive the call.
+            locked = await auto.scalar(
+                text("SELECT pg_try_advisory_lock(hashtext('kb.reindex'), :c)"),
+                {"c": collection_id},
+            )
+            if not locked:
+                raise DatabaseBusy("An index rebuild of this collection is already running.")
             await auto.execute(text("SET statement_timeout = 0"))
             await auto.execute(text(f"SET maintenance_work_mem = '{build_memory(db)}'"))
             # Left by a rebuild that was interrupted.
             await auto.execute(text(f"DROP INDEX CONCURRENTLY IF EXISTS {name}"))
             try:
                 await auto.execute(text(sql))
+                await _swap(db, collection_id, params)
             except BaseException:
                 with suppress(Exception):
                     await auto.execute(text(f"DROP INDEX CONCURRENTLY IF EXISTS {name}"))
                 raise
         finally:
             with suppress(Exception):
-                await auto.execute(
-                    text("SELECT pg_advisory_unlock(hashtext('kb.reindex'), :c)"),
-                    {"c": collection_id},
-                )
-                await auto.execute(text("RESET statement_timeout"))
-                await auto.execute(text("RESET maintenance_work_mem"))
+                await conn.invalidate()
 
 
 async def _swap(db: Database, collection_id: int, params: indexes.GraphParams) -> None:
@@ -164,8 +159,8 @@ async def _swap(db: Database, collection_id: int, params: indexes.GraphParams) -
     for attempt in range(SWAP_ATTEMPTS):
         try:
             async with db.session() as s:
-                # DROP INDEX locks the table: wait briefly for running searches, never queue
-                # every new search behind a long one.
+                # Wait briefly for running statements, never queue every new search behind a
+                # long one.
                 await s.execute(text(f"SET LOCAL lock_timeout = '{SWAP_LOCK_TIMEOUT}'"))
                 await s.execute(text(f"DROP INDEX IF EXISTS {old}"))
                 await s.execute(text(f"ALTER INDEX {new} RENAME TO {old}"))
@@ -184,8 +179,8 @@ async def _swap(db: Database, collection_id: int, params: indexes.GraphParams) -
                 raise
             if attempt == SWAP_ATTEMPTS - 1:
                 raise DatabaseBusy(
-                    "Searches kept the documents table busy, so the rebuilt index was not "
-                    "swapped in; the collection keeps its old index. Try again."
+                    "Searches or an ingest kept the documents table busy, so the rebuilt index "
+                    "was not swapped in; the collection keeps its old index. Try again."
                 ) from exc
             await asyncio.sleep(0.5)
 
@@ -196,15 +191,6 @@ def _lock_timeout(exc: DBAPIError) -> bool:
         isinstance(e, asyncpg.exceptions.LockNotAvailableError)
         for e in (orig, getattr(orig, "__cause__", None))
     )
-
-
-async def _drop_next(db: Database, collection_id: int) -> None:
-    with suppress(Exception):
-        async with db.engine.connect() as conn:
-            auto = await conn.execution_options(isolation_level="AUTOCOMMIT")
-            await auto.execute(
-                text(f"DROP INDEX CONCURRENTLY IF EXISTS {next_index_name(collection_id)}")
-            )
 
 
 def _json(value: object) -> str:

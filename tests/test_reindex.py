@@ -215,3 +215,29 @@ async def test_reindex_command(kdb: kb.Database) -> None:
     )
     assert locked.returncode != 0 and "read-only" in locked.stderr
     assert "denser graph" in run_cli("kb", "collections", "reindex", "--help").stdout
+
+
+async def test_the_lock_holds_until_the_new_index_is_in_place(
+    kdb: kb.Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kb import reindex
+
+    cid = await _collection(kdb, "rx_swap", 200, seed=8)
+    original = reindex._swap
+    refused: list[str] = []
+
+    async def swap_after_a_rival(db: kb.Database, collection_id: int, params: object) -> None:
+        # Another rebuild of the same collection, started between the build and the swap.
+        with pytest.raises(kb.DatabaseBusy, match="already running") as caught:
+            await kb.rebuild_index(kdb, "rx_swap", m=4, ef_construction=8)
+        refused.append(str(caught.value))
+        await original(db, collection_id, params)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(reindex, "_swap", swap_after_a_rival)
+    await kb.rebuild_index(kdb, "rx_swap", m=10, ef_construction=30)
+    assert refused
+    defs = await _indexdefs(kdb, cid)
+    assert list(defs) == [indexes.index_name(cid)] and "m='10'" in defs[indexes.index_name(cid)]
+    assert (await _settings(kdb, "rx_swap"))["index"] == {"m": 10, "ef_construction": 30}
+    # The lock went with the rebuild's connection.
+    await kb.rebuild_index(kdb, "rx_swap", m=12, ef_construction=30)

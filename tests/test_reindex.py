@@ -241,3 +241,40 @@ async def test_the_lock_holds_until_the_new_index_is_in_place(
     assert (await _settings(kdb, "rx_swap"))["index"] == {"m": 10, "ef_construction": 30}
     # The lock went with the rebuild's connection.
     await kb.rebuild_index(kdb, "rx_swap", m=12, ef_construction=30)
+
+
+async def test_create_command_takes_the_graph(kdb: kb.Database) -> None:
+    proc = run_cli(
+        "kb",
+        "collections",
+        "create",
+        "rx dense",
+        "--embedder",
+        "hashing",
+        "--dimension",
+        "32",
+        "--m",
+        "24",
+        "--ef-construction",
+        "128",
+        url=kdb.url,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert (await _settings(kdb, "rx dense"))["index"] == {"m": 24, "ef_construction": 128}
+    async with kdb.session() as s:
+        cid = (await kb.get_collection(s, "rx dense")).id
+    assert "m='24'" in (await _indexdefs(kdb, cid))[indexes.index_name(cid)]
+    bad = run_cli(
+        "kb",
+        "collections",
+        "create",
+        "rx sparse",
+        "--embedder",
+        "hashing",
+        "--m",
+        "70",
+        url=kdb.url,
+    )
+    assert bad.returncode != 0 and "at least twice m" in bad.stderr
+    async with kdb.session() as s:
+        assert "rx sparse" not in [c.name for c in await kb.list_collections(s)]

@@ -161,7 +161,7 @@ async def calibrate(
             "UPDATE collections SET settings = coalesce(settings, '{}'::jsonb) "
             "|| jsonb_build_object('ef_search', CAST(:ef AS int), "
             "'calibration', CAST(:record AS jsonb)) WHERE id = :c RETURNING id",
-            {"ef": chosen, "record": _json(result.as_settings()), "c": coll.id},
+            {"ef": chosen, "record": json.dumps(result.as_settings()), "c": coll.id},
         )
         refs.forget(session, [coll.name])
     return result
@@ -169,10 +169,6 @@ async def calibrate(
 
 def _request(make_request: Any, name: str, query: np.ndarray, **options: Any) -> Any:
     return make_request(collection=name, vector=query, k=K, **options)
-
-
-def _json(value: Any) -> str:
-    return json.dumps(value)
 
 
 def needs_calibration(settings: dict[str, Any] | None, rows: int) -> bool:

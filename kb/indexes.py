@@ -52,6 +52,13 @@ class GraphParams:
         """Return the parameters as kept in a collection's settings."""
         return {"m": self.m, "ef_construction": self.ef_construction}
 
+    def changed(self, *, m: int | None = None, ef_construction: int | None = None) -> GraphParams:
+        """Return these parameters with those given (not None) in their place, checked."""
+        return GraphParams(
+            m=self.m if m is None else m,
+            ef_construction=self.ef_construction if ef_construction is None else ef_construction,
+        )
+
 
 def graph_params(settings: Mapping[str, Any] | None) -> GraphParams:
     """Return the graph parameters a collection's settings ask for (pgvector's by default)."""

@@ -14,6 +14,7 @@ ef_search is measured again on the new graph.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from contextlib import suppress
 from dataclasses import dataclass
@@ -83,10 +84,7 @@ async def rebuild_index(
             "index covers: its searches are exact."
         )
     before = indexes.graph_params(settings)
-    after = indexes.GraphParams(
-        m=before.m if m is None else m,
-        ef_construction=before.ef_construction if ef_construction is None else ef_construction,
-    )
+    after = before.changed(m=m, ef_construction=ef_construction)
     start = time.perf_counter()
     with translating(db.url):
         await _rebuild(db, coll.id, coll.dimension, coll.metric, after)
@@ -171,7 +169,7 @@ async def _swap(db: Database, collection_id: int, params: indexes.GraphParams) -
                         "THEN 'ef_search' ELSE '' END "
                         "|| jsonb_build_object('index', CAST(:p AS jsonb)) WHERE id = :c"
                     ),
-                    {"p": _json(params.as_settings()), "c": collection_id},
+                    {"p": json.dumps(params.as_settings()), "c": collection_id},
                 )
             return
         except DBAPIError as exc:
@@ -191,9 +189,3 @@ def _lock_timeout(exc: DBAPIError) -> bool:
         isinstance(e, asyncpg.exceptions.LockNotAvailableError)
         for e in (orig, getattr(orig, "__cause__", None))
     )
-
-
-def _json(value: object) -> str:
-    import json
-
-    return json.dumps(value)

@@ -16,7 +16,13 @@ from kb.config import Settings, get_settings
 from kb.database import Database, connect
 from kb.embedders import KINDS, make_embedder
 from kb.errors import InvalidInput, ReadOnlyError
-from kb.indexes import DEFAULT_EF_CONSTRUCTION, DEFAULT_M, GraphParams
+from kb.indexes import (
+    DEFAULT_EF_CONSTRUCTION,
+    DEFAULT_M,
+    EF_CONSTRUCTION_RANGE,
+    M_RANGE,
+    GraphParams,
+)
 from kb.models import METRICS
 from kb.reindex import IndexRebuild, rebuild_index
 
@@ -100,17 +106,7 @@ def register(sub: Any) -> None:
         "--metric", choices=METRICS, default=None, help="distance metric (default cosine)"
     )
     p.add_argument("--description", default="", help="a line saying what the collection holds")
-    p.add_argument(
-        "--m",
-        type=int,
-        help=f"HNSW links per node (2-100; default {DEFAULT_M}); see `kb collections reindex`",
-    )
-    p.add_argument(
-        "--ef-construction",
-        type=int,
-        help=f"HNSW candidates per insert (4-1000, at least 2 x m; default "
-        f"{DEFAULT_EF_CONSTRUCTION})",
-    )
+    _graph_arguments(p, DEFAULT_M, DEFAULT_EF_CONSTRUCTION)
     p.add_argument("--json", action="store_true", help="print the new collection as JSON")
     p.set_defaults(handler=_create)
 
@@ -137,12 +133,7 @@ def register(sub: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("name", help="collection whose index to rebuild")
-    p.add_argument("--m", type=int, help="links per node (2-100; default: as now)")
-    p.add_argument(
-        "--ef-construction",
-        type=int,
-        help="candidates per insert (4-1000, at least 2 x m; default: as now)",
-    )
+    _graph_arguments(p, "as now", "as now")
     p.add_argument(
         "--no-calibrate",
         action="store_true",
@@ -160,6 +151,18 @@ def register(sub: Any) -> None:
     p.add_argument("name", help="collection to delete")
     p.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
     p.set_defaults(handler=_delete)
+
+
+def _graph_arguments(p: argparse.ArgumentParser, m: object, ef_construction: object) -> None:
+    low, high = M_RANGE
+    p.add_argument("--m", type=int, help=f"HNSW links per node ({low}-{high}; default {m})")
+    low, high = EF_CONSTRUCTION_RANGE
+    p.add_argument(
+        "--ef-construction",
+        type=int,
+        help=f"HNSW candidates per insert ({low}-{high}, at least 2 x m; "
+        f"default {ef_construction})",
+    )
 
 
 def _row(c: CollectionInfo) -> dict[str, Any]:
@@ -232,12 +235,7 @@ def _create(args: argparse.Namespace) -> int:
         )
     graph = None
     if args.m is not None or args.ef_construction is not None:
-        graph = GraphParams(
-            m=DEFAULT_M if args.m is None else args.m,
-            ef_construction=DEFAULT_EF_CONSTRUCTION
-            if args.ef_construction is None
-            else args.ef_construction,
-        )
+        graph = GraphParams().changed(m=args.m, ef_construction=args.ef_construction)
 
     async def run(db: Database) -> dict[str, Any]:
         async with db.session() as s:
@@ -274,18 +272,14 @@ def _calibrate(args: argparse.Namespace) -> int:
 
     result = _with_db(run, settings)
     if args.json:
-        print(
-            json.dumps(
-                {
-                    "collection": result.collection,
-                    "ef_search": result.ef_search,
-                    **result.as_settings(),
-                }
-            )
-        )
+        print(json.dumps({"collection": result.collection, **_calibration_json(result)}))
         return 0
     print(_calibration_line(result))
     return 0
+
+
+def _calibration_json(result: Calibration) -> dict[str, Any]:
+    return {"ef_search": result.ef_search, **result.as_settings()}
 
 
 def _calibration_line(result: Calibration) -> str:
@@ -328,9 +322,7 @@ def _reindex(args: argparse.Namespace) -> int:
                     "after": done.after.as_settings(),
                     "build_seconds": round(done.build_seconds, 2),
                     "index_bytes": done.index_bytes,
-                    "calibration": None
-                    if cal is None
-                    else {"ef_search": cal.ef_search, **cal.as_settings()},
+                    "calibration": None if cal is None else _calibration_json(cal),
                 }
             )
         )

@@ -95,14 +95,17 @@ async def rebuild_index(
             {"n": indexes.index_name(coll.id)},
         )
         refs.forget(s, [coll.name])
+    # The swap dropped the old graph's measurement: measure the new one if there was one, or
+    # if an ingest would now (an ef_search set by hand stays the user's choice).
+    measured_before = isinstance(settings.get("calibration"), dict)
+    left = {k: v for k, v in settings.items() if k != "calibration"}
+    if measured_before:
+        left.pop("ef_search", None)
     measured = None
     if (
         recalibrate
         and documents > calibration.K
-        and (
-            documents >= calibration.CALIBRATE_MIN_ROWS
-            or isinstance(settings.get("calibration"), dict)
-        )
+        and (measured_before or calibration.needs_calibration(left, documents))
     ):
         async with db.session() as s:
             measured = await calibration.calibrate(s, coll.name)

@@ -278,3 +278,28 @@ async def test_create_command_takes_the_graph(kdb: kb.Database) -> None:
     assert bad.returncode != 0 and "at least twice m" in bad.stderr
     async with kdb.session() as s:
         assert "rx sparse" not in [c.name for c in await kb.list_collections(s)]
+
+
+async def test_a_large_collection_is_measured_again_unless_its_ef_was_set_by_hand(
+    kdb: kb.Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kb import calibration
+
+    monkeypatch.setattr(calibration, "CALIBRATE_MIN_ROWS", 100)
+    await _collection(kdb, "rx_big", 300, seed=9)
+    await _collection(kdb, "rx_hand", 300, seed=10)
+    async with kdb.session() as s:
+        await s.execute(text("UPDATE collections SET settings = '{}'::jsonb WHERE name = 'rx_big'"))
+        await s.execute(
+            text(
+                "UPDATE collections SET settings = '{\"ef_search\": 300}'::jsonb "
+                "WHERE name = 'rx_hand'"
+            )
+        )
+    big = await kb.rebuild_index(kdb, "rx_big", m=12, ef_construction=40)
+    assert big.calibration is not None
+    assert (await _settings(kdb, "rx_big"))["ef_search"] == big.calibration.ef_search
+    hand = await kb.rebuild_index(kdb, "rx_hand", m=12, ef_construction=40)
+    assert hand.calibration is None
+    stored = await _settings(kdb, "rx_hand")
+    assert stored["ef_search"] == 300 and "calibration" not in stored

@@ -8,6 +8,7 @@ from typing import Any
 from kb.browse import collection_ef
 from kb.errors import InvalidInput
 from kb.indexes import graph_params, is_indexable
+from kb.search import DEFAULT_EF_SEARCH
 
 
 def search_ef(settings: Mapping[str, Any]) -> str:
@@ -15,7 +16,7 @@ def search_ef(settings: Mapping[str, Any]) -> str:
     ef = collection_ef(settings)
     record = settings.get("calibration")
     if ef is None:
-        return "64 (default)"
+        return f"{DEFAULT_EF_SEARCH} (default)"
     if isinstance(record, dict) and isinstance(record.get("recall_at_10"), int | float):
         return f"{ef} (recall@10 {record['recall_at_10']:.2f} measured)"
     return f"{ef} (set by hand)"

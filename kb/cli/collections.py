@@ -66,7 +66,7 @@ build takes longer (about in proportion to ef_construction) and the index grows 
 Typical: --m 24 --ef-construction 128 for a collection of a million documents.
 The new index is built next to the old one without stopping searches or ingests, then swapped
 in; the collection keeps the parameters for every later build, and its ef_search is measured
-again (kb collections calibrate).
+again (kb collections calibrate) unless it was set by hand.
 """
 
 DELETE_HELP = """\

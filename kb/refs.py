@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.engine import Engine
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 if TYPE_CHECKING:
     from kb.browse import CollectionRef
@@ -35,8 +35,11 @@ def _names(
     session: AsyncSession, *, create: bool = False
 ) -> OrderedDict[str, CollectionRef] | None:
     bind = session.bind
-    engine = getattr(getattr(bind, "engine", bind), "sync_engine", None)
-    if not isinstance(engine, Engine):
+    if isinstance(bind, AsyncConnection):
+        bind = bind.engine
+    # (An AsyncEngine's `.engine` is its sync Engine, which has no `.sync_engine`.)
+    engine = bind.sync_engine if isinstance(bind, AsyncEngine) else None
+    if engine is None:
         return None
     known = _known.get(engine)
     if known is None and create:

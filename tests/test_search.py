@@ -208,7 +208,7 @@ async def test_exact_scans_are_planned_for_their_query_vector(data: Data) -> Non
             await s.execute(
                 text(
                     "SELECT generic_plans, custom_plans FROM pg_prepared_statements "
-                    "WHERE statement LIKE '%ORDER BY d.embedding <=> CAST(CAST($1 AS real[])%' "
+                    "WHERE statement LIKE '%ORDER BY d.embedding <=> CAST(CAST($_ AS real[])%' "
                     "AND statement NOT LIKE '%pg_prepared_statements%'"
                 )
             )

@@ -14,7 +14,7 @@ from sqlalchemy.engine import URL
 
 import kb
 from helpers import settings_for
-from kb import hybrid
+from kb import hybrid, refs
 from kb.ingest.writer import Row, write_rows
 from kb.statements import driver
 
@@ -68,8 +68,9 @@ async def test_a_recreated_or_renamed_collection_is_never_searched_by_its_old_id
     await _fill(db, "moving", first, ["alpha"])
     q = first[3]
     async with db.session() as s:
-        before = await kb.search_by_vector(s, q, collection="moving", k=3)  # remembered now
+        before = await kb.search_by_vector(s, q, collection="moving", k=3)
         assert before[0].source == "moving/3"
+        assert refs.recall(s, ["moving"]) is not None  # so the next search skips the lookup
         await kb.delete_collection(s, "moving")
     second = rng.standard_normal((30, DIM)).astype(np.float32)
     await _fill(db, "moving", second, ["beta"])

@@ -469,4 +469,8 @@ def _readme_embedding(r: dict[str, Any], s: dict[str, Any]) -> list[str]:
                     _fmt(e["cosine_to_default_min"], 4),
                 )
             )
+    absent = [(name, e) for name, e in em["configs"].items() if "unavailable" in e]
+    if absent:
+        out.append("")
+        out += [f"Not measured: {name}, {e['unavailable']}." for name, e in absent]
     return out

@@ -87,6 +87,18 @@ def test_auto_uses_bf16_only_where_the_cpu_has_it(fp32: LocalEmbedder) -> None:
     assert cosine.min() >= 0.99
 
 
+@pytest.mark.model
+def test_bf16_asked_for_on_a_cpu_without_it_is_a_clear_error() -> None:
+    from kb.embedders.local import _bf16_kernels
+
+    asked = LocalEmbedder(precision="bf16")
+    if _bf16_kernels():
+        assert asked.precision == "bf16"
+    else:
+        with pytest.raises(EmbedderError, match="needs torch with oneDNN bfloat16 kernels"):
+            embed_texts(asked, TEXTS[:2])
+
+
 def test_the_setting_reaches_the_embedder(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KB_LOCAL_PRECISION", "fp32")
     assert get_settings().local_precision == "fp32"

@@ -11,8 +11,8 @@ from typing import Any
 import asyncpg
 from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.engine import URL, make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.ext.asyncio import create_async_engine as _create_async_engine
 
 from kb import embedded
@@ -162,6 +162,15 @@ def _ping(dbapi_connection: Any, record: Any, proxy: Any) -> None:
     except Exception as exc:
         # The pool discards this connection and checks out (or opens) another.
         raise sa_exc.DisconnectionError(f"stale pooled connection: {exc}") from exc
+
+
+def engine_of(session: AsyncSession) -> Engine | None:
+    """Return the (sync) Engine under a session bound to an engine or a connection."""
+    bind = session.bind
+    if isinstance(bind, AsyncConnection):
+        bind = bind.engine
+    # (An AsyncEngine's `.engine` is its sync Engine, which has no `.sync_engine`.)
+    return bind.sync_engine if isinstance(bind, AsyncEngine) else None
 
 
 def sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

@@ -17,7 +17,9 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.engine import Engine
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from kb.db import engine_of
 
 if TYPE_CHECKING:
     from kb.browse import CollectionRef
@@ -34,11 +36,7 @@ _known: weakref.WeakKeyDictionary[Engine, OrderedDict[str, CollectionRef]] = (
 def _names(
     session: AsyncSession, *, create: bool = False
 ) -> OrderedDict[str, CollectionRef] | None:
-    bind = session.bind
-    if isinstance(bind, AsyncConnection):
-        bind = bind.engine
-    # (An AsyncEngine's `.engine` is its sync Engine, which has no `.sync_engine`.)
-    engine = bind.sync_engine if isinstance(bind, AsyncEngine) else None
+    engine = engine_of(session)
     if engine is None:
         return None
     known = _known.get(engine)

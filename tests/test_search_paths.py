@@ -1,11 +1,13 @@
 """How kb runs a search: remembered collections and their guard, connection settings, the
-driver path, and the bounded full-text half of hybrid searches."""
+driver path, reused filter estimates, and the bounded full-text half of hybrid searches."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import numpy as np
 import pytest
@@ -14,7 +16,7 @@ from sqlalchemy.engine import URL
 
 import kb
 from helpers import settings_for
-from kb import hybrid, refs
+from kb import hybrid, planning, refs
 from kb.ingest.writer import Row, write_rows
 from kb.statements import driver
 
@@ -181,3 +183,47 @@ async def test_hybrid_ranks_the_vector_candidates_when_the_words_are_everywhere(
     assert [r.id for r in still_rare] == [r.id for r in rare]
     assert any(r.vector_rank is None for r in rare)
     assert all(isinstance(r.id, uuid.UUID) for r in rare)
+
+
+async def test_a_filter_used_a_moment_ago_reuses_the_planners_estimate(
+    small_pool: kb.Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = small_pool
+    vectors = np.random.default_rng(5).standard_normal((60, DIM)).astype(np.float32)
+    async with db.session() as s:
+        await kb.create_collection(
+            s, "teams", embedder="hashing", model=f"feature-hashing-{DIM}", dimension=DIM
+        )
+    rows = [
+        Row(source=f"teams/{i}", content="x", embedding=v, metadata={"team": "ab"[i % 2]})
+        for i, v in enumerate(vectors)
+    ]
+    await write_rows(db, "teams", rows)
+    explains: list[str] = []
+
+    def capture(logged: Any) -> None:
+        if logged.query.startswith("EXPLAIN"):
+            explains.append(logged.query)
+
+    async def search(team: str) -> None:
+        found = await kb.search_by_vector(
+            s, vectors[0], collection="teams", k=5, filters=kb.Filters(metadata={"team": team})
+        )
+        assert len(found) == 5 and {r.metadata["team"] for r in found} == {team}
+
+    async with db.session() as s:
+        conn = await driver(s)
+        conn.add_query_logger(capture)
+        try:
+            for team in ("a", "a", "b", "a", "b"):
+                await search(team)
+            await asyncio.sleep(0)  # asyncpg calls query loggers soon, not at once
+            # One estimate per filter while it is fresh...
+            assert len(explains) == 2
+            # ...and a new one once it is not.
+            monkeypatch.setattr(planning, "ESTIMATE_TTL_S", 0.0)
+            await search("a")
+            await asyncio.sleep(0)
+        finally:
+            conn.remove_query_logger(capture)
+    assert len(explains) == 3

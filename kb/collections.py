@@ -11,7 +11,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from kb import indexes
+from kb import indexes, refs
 from kb.errors import CollectionNotFound, EmbedderMismatch, InvalidInput
 from kb.models import Collection, Document
 
@@ -178,4 +178,6 @@ async def delete_collection(session: AsyncSession, name: str) -> int:
     await indexes.drop_index(session, collection.id)
     await session.delete(collection)
     await session.flush()
+    # Its name may come back with another dimension or embedder: searches must look it up.
+    refs.forget(session, [name])
     return int(count or 0)

@@ -61,11 +61,11 @@ def needs_planning(request: SearchRequest) -> bool:
     )
 
 
-# The planner's estimates move only when the table's statistics do (ANALYZE, after a load or
-# by autovacuum), so a search under a filter used a moment ago (the next query typed under
-# it) reuses its estimate instead of asking again (an EXPLAIN: ~0.6 ms of a ~5 ms search).
-# A stale estimate can only choose the slower path, never other results: an approximate
-# search that comes back short is re-run exactly (kb.search).
+# The planner's estimates move only when the table's statistics do (when autovacuum analyzes
+# it, minutes after a load), so a search under a filter used a moment ago (the next query
+# typed under it) reuses its estimate instead of asking again (an EXPLAIN: ~0.6 ms of a ~5 ms
+# search). That adds at most ESTIMATE_TTL_S to the statistics' own lag; an approximate search
+# that comes back short under a stale estimate is still re-run exactly (kb.search).
 ESTIMATE_TTL_S = 30.0
 MAX_ESTIMATES = 256
 _recent: weakref.WeakKeyDictionary[Engine, OrderedDict[str, tuple[float, Estimate]]] = (

@@ -89,6 +89,8 @@ def guarded(sql: str, refs: Sequence[CollectionRef], order_by: str) -> tuple[str
     """
     params: dict[str, Any] = {}
     pairs = []
+    # A collection named twice is one row of `collections`.
+    refs = list({ref.id: ref for ref in refs}.values())
     from kb.browse import EF_SEARCH_SQL
 
     for i, ref in enumerate(refs):

@@ -30,7 +30,7 @@ from kb.browse import (
     lookup_collections,
     record_fields,
 )
-from kb.embedders import Embedder, aembed_texts, embedder_for
+from kb.embedders import Embedder, EmbedderError, aembed_texts, embedder_for
 from kb.errors import EmbedderMismatch, InvalidInput, NotFound
 from kb.filters import Filters, coerce_filters
 from kb.indexes import OPERATORS, is_indexable, vector_expr, vector_type
@@ -338,11 +338,20 @@ async def execute_request(
                     # Applied with the lookup before the collection's own ef_search was known.
                     await apply_settings(session, settings_for(request))
         else:
-            _check_shared_embedder(request, colls)
-            request = with_collection_defaults(request, colls)
-            if not plan:
-                await apply_settings(session, settings_for(request))
-        request = await _resolve_vector(session, request, colls, embedder)
+            try:
+                _check_shared_embedder(request, colls)
+                request = with_collection_defaults(request, colls)
+                if not plan:
+                    await apply_settings(session, settings_for(request))
+                request = await _resolve_vector(session, request, colls, embedder)
+            except _STALE_FACTS:
+                # Checked against what kb remembered, which a collection deleted and
+                # re-created (another dimension or embedder) has made stale: look it up again
+                # before failing (the retry remembers nothing, so a real error is raised).
+                refs.forget(session, asked.collections)
+                return await execute_request(session, asked, embedder=embedder, fallback=fallback)
+        if not remembered:
+            request = await _resolve_vector(session, request, colls, embedder)
         if plan:
             where_sql, where_params = request.filters.sql("d")
             found = await planning.estimate(session, colls, " AND ".join(where_sql), where_params)
@@ -391,6 +400,10 @@ async def execute_request(
         items=ranked, request=request, exact_fallback=exact_fallback, notes=tuple(notes)
     )
     return Executed(results=results, query=compiled, rows=len(rows))
+
+
+# What a check of a request against a collection's dimension, metric or embedder raises.
+_STALE_FACTS = (InvalidInput, EmbedderMismatch, EmbedderError, NotFound)
 
 
 def with_collection_defaults(

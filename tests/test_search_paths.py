@@ -227,3 +227,39 @@ async def test_a_filter_used_a_moment_ago_reuses_the_planners_estimate(
         finally:
             conn.remove_query_logger(capture)
     assert len(explains) == 3
+
+
+async def test_a_name_re_created_with_another_dimension_is_searched_as_it_is_now(
+    small_pool: kb.Database,
+) -> None:
+    db = small_pool
+    rng = np.random.default_rng(6)
+    narrow = rng.standard_normal((20, DIM)).astype(np.float32)
+    await _fill(db, "shape", narrow, ["alpha"])
+    async with db.session() as s:
+        await kb.search_by_vector(s, narrow[0], collection="shape", k=3)
+        assert refs.recall(s, ["shape"]) is not None
+        # Dropped by another process: this one still remembers a 16-dim collection.
+        await s.execute(
+            text(
+                "DELETE FROM documents WHERE collection_id = "
+                "(SELECT id FROM collections WHERE name = 'shape')"
+            )
+        )
+        await s.execute(text("DELETE FROM collections WHERE name = 'shape'"))
+        await s.commit()
+        await kb.create_collection(
+            s, "shape", embedder="hashing", model=f"feature-hashing-{2 * DIM}", dimension=2 * DIM
+        )
+    wide = rng.standard_normal((20, 2 * DIM)).astype(np.float32)
+    rows = [Row(source=f"shape/{i}", content="beta", embedding=v) for i, v in enumerate(wide)]
+    assert await write_rows(db, "shape", rows) == 20
+    async with db.session() as s:
+        found = await kb.search_by_vector(s, wide[4], collection="shape", k=3)
+        assert found[0].source == "shape/4" and found[0].content == "beta"
+        # A vector of the old dimension is now the wrong one, and said so.
+        with pytest.raises(kb.InvalidInput, match="32"):
+            await kb.search_by_vector(s, narrow[0], collection="shape", k=3)
+        # Deleted through kb, a collection is forgotten at once.
+        await kb.delete_collection(s, "shape")
+        assert refs.recall(s, ["shape"]) is None

@@ -328,30 +328,30 @@ async def execute_request(
         # Remembered collections save the lookup; the statement then checks them (kb.refs).
         colls = refs.recall(session, request.collections)
         remembered = colls is not None
-        if colls is None:
-            # A filtered search's settings wait until its path is chosen.
-            colls = await _collections(session, request, apply=not plan)
-            defaults = with_collection_defaults(request, colls)
-            if defaults is not request:
-                request = defaults
-                if not plan:
-                    # Applied with the lookup before the collection's own ef_search was known.
-                    await apply_settings(session, settings_for(request))
-        else:
-            try:
+        try:
+            if colls is None:
+                # A filtered search's settings wait until its path is chosen.
+                colls = await _collections(session, request, apply=not plan)
+                defaults = with_collection_defaults(request, colls)
+                if defaults is not request:
+                    request = defaults
+                    if not plan:
+                        # Applied with the lookup before the collection's own ef_search was known.
+                        await apply_settings(session, settings_for(request))
+            else:
                 _check_shared_embedder(request, colls)
                 request = with_collection_defaults(request, colls)
                 if not plan:
                     await apply_settings(session, settings_for(request))
-                request = await _resolve_vector(session, request, colls, embedder)
-            except _STALE_FACTS:
-                # Checked against what kb remembered, which a collection deleted and
-                # re-created (another dimension or embedder) has made stale: look it up again
-                # before failing (the retry remembers nothing, so a real error is raised).
-                refs.forget(session, asked.collections)
-                return await execute_request(session, asked, embedder=embedder, fallback=fallback)
-        if not remembered:
             request = await _resolve_vector(session, request, colls, embedder)
+        except _STALE_FACTS:
+            if not remembered:
+                raise
+            # Checked against what kb remembered, which a collection deleted and re-created
+            # (another dimension or embedder) has made stale: look it up again before failing
+            # (the retry remembers nothing, so a real error is raised).
+            refs.forget(session, asked.collections)
+            return await execute_request(session, asked, embedder=embedder, fallback=fallback)
         if plan:
             where_sql, where_params = request.filters.sql("d")
             found = await planning.estimate(session, colls, " AND ".join(where_sql), where_params)

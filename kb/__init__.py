@@ -75,6 +75,7 @@ from kb.search import (
     similar,
 )
 from kb.status import DatabaseStatus, database_status
+from kb.terms import TermCensus, count_terms
 
 __all__ = [
     "SCORE_DEFINITIONS",
@@ -121,11 +122,13 @@ __all__ = [
     "SkippedFile",
     "SourceDocument",
     "SyncDatabase",
+    "TermCensus",
     "browse",
     "calibrate",
     "chunk_text",
     "connect",
     "count_documents",
+    "count_terms",
     "create_collection",
     "create_engine",
     "created_histogram",

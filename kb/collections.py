@@ -7,13 +7,22 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kb import indexes, refs
 from kb.errors import CollectionNotFound, EmbedderMismatch, InvalidInput
 from kb.models import Collection, Document
+
+# Advisory locks are (namespace, collection id); any fixed number marks kb's writes.
+LOCK_NAMESPACE = 7_428_502
+_LOCK = text("SELECT pg_advisory_xact_lock(:namespace, :collection_id)")
+
+
+async def lock_writes(session: AsyncSession, collection_id: int) -> None:
+    """Hold the collection's write lock until the session's transaction ends."""
+    await session.execute(_LOCK, {"namespace": LOCK_NAMESPACE, "collection_id": collection_id})
 
 
 @dataclass(frozen=True, slots=True)

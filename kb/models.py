@@ -259,3 +259,23 @@ class Document(Base):
 
     def __repr__(self) -> str:
         return f"Document(id={self.id}, title={self.title!r}, chunk_index={self.chunk_index})"
+
+
+class CollectionTerm(Base):
+    """A word in so many of a collection's documents that text ranking skips it (kb.terms).
+
+    `documents` is a lower bound measured on a sample; kb forgets a collection's rows here
+    whenever an ingest changes or removes any of its documents.
+    """
+
+    __tablename__ = "collection_terms"
+
+    collection_id: Mapped[int] = mapped_column(
+        ForeignKey("collections.id", ondelete="CASCADE"), primary_key=True
+    )
+    # A lexeme as `to_tsvector` stores it (stemmed, lower case).
+    lexeme: Mapped[str] = mapped_column(Text, primary_key=True)
+    documents: Mapped[int] = mapped_column(Integer)
+
+    def __repr__(self) -> str:
+        return f"CollectionTerm({self.collection_id}, {self.lexeme!r}, >={self.documents})"

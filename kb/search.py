@@ -382,7 +382,7 @@ async def execute_request(
                 "The approximate index scan returned fewer rows than asked under this filter; "
                 "kb re-ran the search exactly."
             )
-    if rows and int(rows[0].get("text_matches") or 0) > hybrid.TEXT_RANK_MAX:
+    if rows and rows[0].get("text_too_common"):
         notes.append(hybrid.TOO_COMMON_NOTE)
     metric = colls[0].metric
     scored = [(_row_score(row, request.mode, metric), row) for row in rows]
@@ -662,6 +662,7 @@ def compile_request(
         text_conditions = [_ids_sql(colls), "d.tsv @@ tq.query", *filters_sql]
         if exclude:
             text_conditions.append("d.id <> CAST(:exclude AS uuid)")
+        counted: list[int] = [] if filters_sql else [c.id for c in colls]
         op = OPERATORS[colls[0].metric]
         sql = hybrid.hybrid_sql(
             columns=columns,
@@ -670,6 +671,7 @@ def compile_request(
             depth=depth,
             fetch=request.fetch,
             exact_distance=f"d.embedding {op} {_query_vector('vector')}",
+            counted=counted,
         )
     return CompiledQuery(sql=sql, params=params, settings=settings, exact=exact)
 

@@ -143,4 +143,4 @@ def test_embedded_server_killed_with_sigkill_recovers(data_dir: Path) -> None:
     again = run_cli("kb", "db", "status", "--json", env=env)
     assert again.returncode == 0, again.stderr
     assert _postmaster_pid(pgdata) != pid
-    assert '"current_revision": "0002"' in again.stdout
+    assert '"current_revision": "0003"' in again.stdout

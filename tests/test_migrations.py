@@ -42,8 +42,12 @@ async def _embedding_storage(url: URL) -> str:
 async def test_round_trip_base_head_base_head(new_database: Callable[[], Awaitable[URL]]) -> None:
     url = await new_database()
     assert {"collections", "documents", "alembic_version"} <= await _tables(url)
-    assert "0002 (head)" in _ok(run_cli("alembic", "current", url=url))
+    assert "0003 (head)" in _ok(run_cli("alembic", "current", url=url))
     assert await _embedding_storage(url) == "m"  # kept in the row (0002)
+    _ok(run_cli("alembic", "downgrade", "-1", url=url))
+    assert "0002" in _ok(run_cli("alembic", "current", url=url))
+    assert await _embedding_storage(url) == "m"
+    assert "collection_terms" not in await _tables(url)
     _ok(run_cli("alembic", "downgrade", "-1", url=url))
     assert "0001" in _ok(run_cli("alembic", "current", url=url))
     assert await _embedding_storage(url) == "e"  # pgvector's own default
@@ -57,7 +61,7 @@ async def test_round_trip_base_head_base_head(new_database: Callable[[], Awaitab
     assert "(head)" in _ok(run_cli("alembic", "current", url=url))
     assert await _embedding_storage(url) == "m"
     history = _ok(run_cli("alembic", "history", "--verbose", url=url))
-    assert "Revision ID: 0001" in history and "Revision ID: 0002" in history
+    assert "Revision ID: 0002" in history and "Revision ID: 0003" in history
 
 
 async def test_alembic_check_reports_no_drift(new_database: Callable[[], Awaitable[URL]]) -> None:

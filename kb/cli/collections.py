@@ -1,4 +1,4 @@
-"""`kb collections ...`: list, create, calibrate, reindex and delete collections."""
+"""`kb collections ...`: list, create, calibrate, count words of, reindex, delete collections."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from kb.config import Settings, get_settings
 from kb.database import Database, connect
 from kb.embedders import KINDS, make_embedder
 from kb.errors import InvalidInput, ReadOnlyError
+from kb.hybrid import TEXT_RANK_MAX
 from kb.indexes import (
     DEFAULT_EF_CONSTRUCTION,
     DEFAULT_M,
@@ -25,6 +26,8 @@ from kb.indexes import (
 )
 from kb.models import METRICS
 from kb.reindex import IndexRebuild, rebuild_index
+from kb.terms import SAMPLE as TERMS_SAMPLE
+from kb.terms import TermCensus, count_terms
 
 T = TypeVar("T")
 
@@ -69,6 +72,14 @@ in; the collection keeps the parameters for every later build, and its ef_search
 again (kb collections calibrate) unless it was set by hand.
 """
 
+COUNT_WORDS_HELP = f"""\
+Count the collection's words on a random sample of its documents (default {TERMS_SAMPLE}) and keep
+those certainly in more than {TEXT_RANK_MAX:,} documents, which hybrid searches do not rank by
+text. A hybrid search for one such word then skips collecting its matches, a GIN scan of
+every document in the table that holds it. Ingests do this by themselves; run it after
+changing documents outside kb, or to see which words are that common.
+"""
+
 DELETE_HELP = """\
 Delete a collection with all its documents and its search index. Asks for confirmation on a
 terminal; without one (a script, a pipe), --yes is required.
@@ -79,7 +90,7 @@ def register(sub: Any) -> None:
     """Add the `collections` command group."""
     parser = sub.add_parser(
         "collections",
-        help="list, create, calibrate, reindex or delete collections",
+        help="list, create, calibrate, count words of, reindex or delete collections",
         description=LIST_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -125,6 +136,22 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--json", action="store_true", help="print the measurement as JSON")
     p.set_defaults(handler=_calibrate)
+
+    p = actions.add_parser(
+        "count-words",
+        help="count which words are too common for hybrid searches to rank by text",
+        description=COUNT_WORDS_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("name", help="collection whose words to count")
+    p.add_argument(
+        "--sample",
+        type=int,
+        default=TERMS_SAMPLE,
+        help=f"documents read (default {TERMS_SAMPLE}; more finds rarer words, slower)",
+    )
+    p.add_argument("--json", action="store_true", help="print the census as JSON")
+    p.set_defaults(handler=_count_words)
 
     p = actions.add_parser(
         "reindex",
@@ -275,6 +302,30 @@ def _calibrate(args: argparse.Namespace) -> int:
         print(json.dumps({"collection": result.collection, **_calibration_json(result)}))
         return 0
     print(_calibration_line(result))
+    return 0
+
+
+def _count_words(args: argparse.Namespace) -> int:
+    settings = _writable("counting words")
+
+    async def run(db: Database) -> TermCensus:
+        async with db.session() as s:
+            return await count_terms(s, args.name, sample=args.sample)
+
+    census = _with_db(run, settings)
+    words = sorted(census.common.items(), key=lambda item: (-item[1], item[0]))
+    if args.json:
+        record = {"collection": census.collection, **census.as_settings(), "words": dict(words)}
+        print(json.dumps(record))
+        return 0
+    print(
+        f"{census.collection}: {len(words)} words in more than {TEXT_RANK_MAX:,} of its "
+        f"{census.rows:,} documents (sample of {census.sample:,}, {census.seconds:.2f} s)."
+    )
+    for word, documents in words[:20]:
+        print(f"  {word}  >= {documents:,}")
+    if len(words) > 20:
+        print(f"  ... and {len(words) - 20} more (--json lists them all)")
     return 0
 
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from sqlalchemy.exc import DBAPIError
 
-from kb import calibration
+from kb import calibration, terms
 from kb.collections import ensure_collection, get_collection
 from kb.config import Settings
 from kb.database import Database
@@ -495,6 +495,17 @@ class _Run:
                         "the default until the next ingest measures it",
                     )
                 )
+        try:
+            with translating(self.db.url):
+                await terms.count_terms_if_due(self.db, self.collection.id)
+        except Exception as exc:
+            self.warnings.append(
+                FileWarning(
+                    f"collection {self.collection.name}",
+                    f"its common words could not be counted ({exc}); hybrid searches "
+                    "are slower for them until the next ingest counts them",
+                )
+            )
         self.index_seconds = time.perf_counter() - started
 
 

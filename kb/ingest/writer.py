@@ -37,8 +37,8 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from kb import calibration
-from kb.collections import get_collection
+from kb import calibration, terms
+from kb.collections import get_collection, lock_writes
 from kb.database import Database
 from kb.db import translating
 from kb.errors import InvalidInput, KBError
@@ -111,10 +111,6 @@ WHERE d.id = past.id
 RETURNING d.source
 """
 )
-
-# Advisory locks are (namespace, collection id); any fixed number marks kb's ingest writes.
-LOCK_NAMESPACE = 7_428_502
-_LOCK = text("SELECT pg_advisory_xact_lock(:namespace, :collection_id)")
 
 _EXISTING = text(
     """
@@ -294,7 +290,7 @@ async def _write(
 ) -> WriteResult:
     """Write a batch's encoded rows; set `copying` once its COPY starts."""
     # The first statement through SQLAlchemy also opens the transaction the COPY joins.
-    await session.execute(_LOCK, {"namespace": LOCK_NAMESPACE, "collection_id": collection_id})
+    await lock_writes(session, collection_id)
     inserted: set[tuple[str, int]] = set()
     updated: set[tuple[str, int]] = set()
     if sources:
@@ -322,6 +318,9 @@ async def _write(
         )
         for (source,) in trimmed:
             removed[source] = removed.get(source, 0) + 1
+    if updated or removed:
+        # A word's count may have fallen: its census goes with the batch (kb.terms).
+        await terms.forget(session, collection_id)
     return WriteResult(frozenset(inserted), frozenset(updated), removed)
 
 
@@ -673,4 +672,9 @@ async def write_rows(
         except (KBError, DBAPIError, asyncpg.PostgresError) as exc:
             # The rows are written; searches keep the default ef_search until the next ingest.
             log.warning("could not measure the ef_search of collection %s: %s", collection_id, exc)
+        try:
+            await terms.count_terms_if_due(db, collection_id)
+        except (KBError, DBAPIError, asyncpg.PostgresError) as exc:
+            # Hybrid searches scan for how common their word is until the next ingest.
+            log.warning("could not count the words of collection %s: %s", collection_id, exc)
     return written

@@ -1,0 +1,192 @@
+"""Words in so many of a collection's documents that a hybrid search does not rank by them.
+
+A hybrid search ranks every full-text match of its query when there are at most
+kb.hybrid.TEXT_RANK_MAX of them, and only the vector half's candidates when there are more.
+Finding out which takes collecting TEXT_RANK_MAX + 1 matches from the GIN index, and a GIN scan
+reads every document holding the word in the whole table, whatever the collection: ~25 ms for
+a word in 136k documents. So kb counts instead. After an ingest, `count_terms` reads the words
+of a random sample of the collection's documents (`ts_stat`) and keeps, in `collection_terms`,
+each word whose count in the whole collection is above TEXT_RANK_MAX even SIGMAS standard
+deviations of sampling error below the sample's estimate. A hybrid search for one such word
+skips the scan (kb.hybrid). Words the census is unsure of are still scanned for: a miss costs
+the old time, never a wrong choice.
+
+The counts kept are lower bounds, and adding documents only raises a word's count, so they
+hold while a collection grows. An ingest batch that changes or removes documents forgets the
+collection's counts in its own transaction (`forget`); counting takes the collection's write
+lock, so it never stores counts read before such a batch committed. An ingest counts again
+when the collection has no counts, or has grown by half since they were taken.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from kb import hybrid
+from kb.browse import resolve_collection
+from kb.collections import lock_writes
+from kb.errors import InvalidInput
+from kb.statements import fetch_all
+
+if TYPE_CHECKING:
+    from kb.database import Database
+
+# Documents read per census: ~130 ms on 2 cores. Against 100k documents a word is marked once
+# the sample says ~4,000 or more; against 1M, ~6,000 (a word below that is scanned for, which
+# is cheap for words that rare).
+SAMPLE = 2000
+SIGMAS = 5.0
+# The key of the collection's settings that records the last census.
+SETTINGS_KEY = "text_census"
+# A collection this much larger than at its last census is counted again by an ingest.
+RECOUNT_GROWTH = 1.5
+
+_FORGET_TERMS = "DELETE FROM collection_terms WHERE collection_id = :c"
+_FORGET_RECORD = (
+    f"UPDATE collections SET settings = settings - '{SETTINGS_KEY}' "  # noqa: S608 (constant)
+    f"WHERE id = :c AND settings -> '{SETTINGS_KEY}' IS NOT NULL"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class TermCensus:
+    """What `count_terms` found: the collection's size, the sample, and the words kept."""
+
+    collection: str
+    rows: int
+    sample: int
+    common: dict[str, int]
+    seconds: float
+    measured_at: datetime
+
+    def as_settings(self) -> dict[str, Any]:
+        """Return the record kept in the collection's settings."""
+        return {
+            "rows": self.rows,
+            "sample": self.sample,
+            "common_words": len(self.common),
+            "seconds": round(self.seconds, 3),
+            "measured_at": self.measured_at.isoformat(),
+        }
+
+
+def lower_bound(in_sample: int, sample: int, rows: int) -> int:
+    """Return a count the word's documents in the collection are above with near certainty.
+
+    A sample of `sample` of `rows` documents finds the word in `in_sample`; the bound is the
+    lower end of the Wilson score interval at SIGMAS standard deviations (sampling without
+    replacement errs less than it assumes). A sample of the whole collection is exact.
+    """
+    if sample >= rows:
+        return in_sample
+    share = in_sample / sample
+    z2 = SIGMAS * SIGMAS
+    centre = share + z2 / (2 * sample)
+    spread = SIGMAS * math.sqrt(share * (1.0 - share) / sample + z2 / (4 * sample * sample))
+    return max(0, math.floor((centre - spread) / (1 + z2 / sample) * rows))
+
+
+async def count_terms(
+    session: AsyncSession, collection: str, *, sample: int = SAMPLE
+) -> TermCensus:
+    """Count the collection's words on a sample and keep those too common to rank by text."""
+    if not 100 <= sample <= 100_000:
+        raise InvalidInput("the sample must be from 100 to 100,000 documents")
+    start = time.perf_counter()
+    coll = await resolve_collection(session, collection)
+    # No batch commits between the count and the store (see the module's docstring).
+    await lock_writes(session, coll.id)
+    rows = int(
+        (
+            await fetch_all(
+                session,
+                "SELECT count(*) AS n FROM documents WHERE collection_id = :c",
+                {"c": coll.id},
+            )
+        )[0]["n"]
+    )
+    common: dict[str, int] = {}
+    taken = min(sample, rows)
+    if rows > hybrid.TEXT_RANK_MAX:
+        # ts_stat runs the query it is given as text: the id and the size are integers.
+        found = await fetch_all(
+            session,
+            "SELECT word, ndoc FROM ts_stat('SELECT d.tsv FROM documents d WHERE d.id IN "  # noqa: S608
+            f"(SELECT x.id FROM documents x WHERE x.collection_id = {int(coll.id)} "
+            f"ORDER BY random() LIMIT {int(taken)})') "
+            "WHERE ndoc > :least",
+            # No word in fewer sampled documents than this can reach the bound.
+            {"least": math.floor(hybrid.TEXT_RANK_MAX * taken / rows)},
+        )
+        for row in found:
+            bound = lower_bound(int(row["ndoc"]), taken, rows)
+            if bound > hybrid.TEXT_RANK_MAX:
+                common[str(row["word"])] = bound
+    await fetch_all(session, _FORGET_TERMS, {"c": coll.id})
+    if common:
+        words = sorted(common)
+        await fetch_all(
+            session,
+            "INSERT INTO collection_terms (collection_id, lexeme, documents) "
+            "SELECT :c, w, n FROM unnest(CAST(:words AS text[]), CAST(:counts AS integer[])) "
+            "AS t(w, n)",
+            {"c": coll.id, "words": words, "counts": [common[w] for w in words]},
+        )
+    census = TermCensus(
+        collection=coll.name,
+        rows=rows,
+        sample=taken,
+        common=common,
+        seconds=time.perf_counter() - start,
+        measured_at=datetime.now(UTC),
+    )
+    await fetch_all(
+        session,
+        "UPDATE collections SET settings = coalesce(settings, '{}'::jsonb) "  # noqa: S608
+        f"|| jsonb_build_object('{SETTINGS_KEY}', CAST(:record AS jsonb)) WHERE id = :c",
+        {"record": json.dumps(census.as_settings()), "c": coll.id},
+    )
+    return census
+
+
+async def forget(session: AsyncSession, collection_id: int) -> None:
+    """Drop the collection's counts, in the session's transaction (documents changed)."""
+    await fetch_all(session, _FORGET_TERMS, {"c": collection_id})
+    await fetch_all(session, _FORGET_RECORD, {"c": collection_id})
+
+
+def needs_count(settings: dict[str, Any] | None, rows: int) -> bool:
+    """Tell whether an ingest should count the words of a collection of `rows` documents."""
+    if rows <= hybrid.TEXT_RANK_MAX:
+        return False
+    record = (settings or {}).get(SETTINGS_KEY)
+    if not isinstance(record, dict) or not isinstance(record.get("rows"), int):
+        return True
+    counted: int = record["rows"]
+    return rows >= RECOUNT_GROWTH * counted
+
+
+async def count_terms_if_due(db: Database, collection_id: int) -> TermCensus | None:
+    """Count a collection's words after an ingest when it is due (see `needs_count`)."""
+    async with db.session() as s:
+        rows = await fetch_all(
+            s,
+            "SELECT c.name, c.settings, (SELECT count(*) FROM documents d "
+            "WHERE d.collection_id = c.id) AS n FROM collections c WHERE c.id = :c",
+            {"c": collection_id},
+        )
+        if not rows:
+            return None
+        settings = rows[0]["settings"]
+        if isinstance(settings, str):
+            settings = json.loads(settings)
+        if not needs_count(settings, int(rows[0]["n"])):
+            return None
+        return await count_terms(s, rows[0]["name"])

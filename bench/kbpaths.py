@@ -58,10 +58,12 @@ def ingest_api() -> Any:
 class _IndexClock:
     """Time kb's index build and its ef_search measurement inside a kb call, so load, index
     and calibration times are reported apart (a collection reaching 20,000 documents is
-    calibrated at the end of the ingest that got it there, see kb.calibration)."""
+    calibrated at the end of the ingest that got it there, see kb.calibration). The count of
+    the collection's common words (kb.terms), like the index, readies the collection for fast
+    searches after the load: it counts as index time."""
 
     def __enter__(self) -> _IndexClock:
-        from kb import calibration
+        from kb import calibration, terms
         from kb.ingest import indexing
 
         self.seconds = 0.0
@@ -69,6 +71,7 @@ class _IndexClock:
         self.patched = [
             (indexing, "ensure_index", indexing.ensure_index, "seconds"),
             (calibration, "calibrate_if_due", calibration.calibrate_if_due, "calibrate_seconds"),
+            (terms, "count_terms_if_due", terms.count_terms_if_due, "seconds"),
         ]
         for module, name, original, counter in self.patched:
             setattr(module, name, self._timed(original, counter))
@@ -163,7 +166,7 @@ async def kb_ingest_documents(
     elapsed = time.perf_counter() - start - clock.calibrate_seconds
     if report.chunks_added != len(ds):
         raise RuntimeError(f"kb ingested {report.chunks_added} of {len(ds)} rows")
-    # The report's index time includes the ef_search measurement.
+    # The report's index time includes the ef_search measurement and the word count.
     index = float(report.index_seconds) - clock.calibrate_seconds
     return {
         "rows": len(ds),

@@ -338,10 +338,14 @@ def _readme_ingest(r: dict[str, Any], s: dict[str, Any]) -> list[str]:
                     _fmt(b.get("rows_per_s"), 0),
                 )
             )
+    out += [
+        "",
+        "rows/s is rows over the load; time until searchable adds the index build, and for kb "
+        "the count of the collection's common words that follows it (kb.terms).",
+    ]
     measured = _get(s, "ingest", "d384", "kb", "calibrate_s")
     if measured:
         out += [
-            "",
             f"A load of {c['ingest_rows']:,} rows brings kb's collection to the size at which kb "
             f"measures its ef_search (kb.calibration), which took {measured:.1f} s after the "
             "index was built; that is left out of both columns.",

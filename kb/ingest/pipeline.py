@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
 
@@ -484,29 +484,29 @@ class _Run:
                 )
             )
         else:
-            try:
-                with translating(self.db.url):
-                    await calibration.calibrate_if_due(self.db, self.collection.id)
-            except Exception as exc:
-                self.warnings.append(
-                    FileWarning(
-                        f"collection {self.collection.name}",
-                        f"its search ef_search could not be measured ({exc}); searches use "
-                        "the default until the next ingest measures it",
-                    )
-                )
+            await self._upkeep(
+                calibration.calibrate_if_due,
+                "its search ef_search could not be measured ({exc}); searches use the default "
+                "until the next ingest measures it",
+            )
+        await self._upkeep(
+            terms.count_terms_if_due,
+            "its common words could not be counted ({exc}); hybrid searches are slower for "
+            "them until the next ingest counts them",
+        )
+        self.index_seconds = time.perf_counter() - started
+
+    async def _upkeep(
+        self, step: Callable[[Database, int], Awaitable[object]], consequence: str
+    ) -> None:
+        """Run a measurement an ingest keeps up to date; a failure is a warning, not an error."""
         try:
             with translating(self.db.url):
-                await terms.count_terms_if_due(self.db, self.collection.id)
+                await step(self.db, self.collection.id)
         except Exception as exc:
             self.warnings.append(
-                FileWarning(
-                    f"collection {self.collection.name}",
-                    f"its common words could not be counted ({exc}); hybrid searches "
-                    "are slower for them until the next ingest counts them",
-                )
+                FileWarning(f"collection {self.collection.name}", consequence.format(exc=exc))
             )
-        self.index_seconds = time.perf_counter() - started
 
 
 def _describe(exc: BaseException) -> str:

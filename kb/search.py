@@ -21,7 +21,7 @@ from typing import Any, TypedDict, Unpack
 import numpy as np
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from kb import hybrid, planning, refs
+from kb import hybrid, planning, refs, terms
 from kb.browse import (
     DOC_COLUMNS,
     CollectionRef,
@@ -359,7 +359,14 @@ async def execute_request(
             request, filter_first = choice.request, choice.filter_first
             if choice.note:
                 notes.append(choice.note)
-        compiled = compile_request(request, colls, filter_first=plan and filter_first)
+        counted = (
+            request.mode == "hybrid"
+            and request.filters.is_empty
+            and await terms.table_ready(session)
+        )
+        compiled = compile_request(
+            request, colls, filter_first=plan and filter_first, counted_words=counted
+        )
         # The guard is bookkeeping: `Executed.query` (what explain shows) is the search itself.
         ran = _guard(compiled, request, colls) if remembered else compiled
         # Applied above already, unless the path was chosen since or the collections' vectors
@@ -618,12 +625,17 @@ def _text_sql(
 
 
 def compile_request(
-    request: SearchRequest, colls: Sequence[CollectionRef], *, filter_first: bool = False
+    request: SearchRequest,
+    colls: Sequence[CollectionRef],
+    *,
+    filter_first: bool = False,
+    counted_words: bool = False,
 ) -> CompiledQuery:
     """Return the SQL, parameters and settings that run `request` on `colls`.
 
     `filter_first` (exact searches only) keeps the collection condition out of the indexes,
-    for a filter that is selective in the whole table (see kb.planning).
+    for a filter that is selective in the whole table (see kb.planning). `counted_words`
+    lets a hybrid search without filters use the collections' word counts (kb.terms).
     """
     filters_sql, params = request.filters.sql("d")
     exclude = request.document_id is not None
@@ -662,7 +674,7 @@ def compile_request(
         text_conditions = [_ids_sql(colls), "d.tsv @@ tq.query", *filters_sql]
         if exclude:
             text_conditions.append("d.id <> CAST(:exclude AS uuid)")
-        counted: list[int] = [] if filters_sql else [c.id for c in colls]
+        counted = [c.id for c in colls] if counted_words and not filters_sql else []
         op = OPERATORS[colls[0].metric]
         sql = hybrid.hybrid_sql(
             columns=columns,

@@ -6,33 +6,41 @@ Finding out which takes collecting TEXT_RANK_MAX + 1 matches from the GIN index,
 reads every document holding the word in the whole table, whatever the collection: ~25 ms for
 a word in 136k documents. So kb counts instead. After an ingest, `count_terms` reads the words
 of a random sample of the collection's documents (`ts_stat`) and keeps, in `collection_terms`,
-each word whose count in the whole collection is above TEXT_RANK_MAX even SIGMAS standard
-deviations of sampling error below the sample's estimate. A hybrid search for one such word
-skips the scan (kb.hybrid). Words the census is unsure of are still scanned for: a miss costs
-the old time, never a wrong choice.
+each word whose count in the whole collection is above TEXT_RANK_MAX with the certainty of
+SIGMAS standard deviations (an exact binomial bound, `lower_bound`). A hybrid search for one
+such word skips the scan (kb.hybrid). Words the census is unsure of are still scanned for:
+a miss costs the old time, and a word is wrongly marked with a one-sided 5-sigma chance.
 
 The counts kept are lower bounds, and adding documents only raises a word's count, so they
 hold while a collection grows. An ingest batch that changes or removes documents forgets the
 collection's counts in its own transaction (`forget`); counting takes the collection's write
 lock, so it never stores counts read before such a batch committed. An ingest counts again
 when the collection has no counts, or has grown by half since they were taken.
+
+A database kb may not migrate (read-only, or connected with `upgrade=False`) can predate the
+table (migration 0003): searches then collect as before and ingests keep no counts
+(`table_ready`).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
+from weakref import WeakKeyDictionary
 
+from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kb import hybrid
 from kb.browse import resolve_collection
 from kb.collections import lock_writes
-from kb.errors import InvalidInput
+from kb.db import engine_of
+from kb.errors import InvalidInput, KBError
 from kb.statements import fetch_all
 
 if TYPE_CHECKING:
@@ -43,10 +51,17 @@ if TYPE_CHECKING:
 # is cheap for words that rare).
 SAMPLE = 2000
 SIGMAS = 5.0
+# The one-sided tail of a normal distribution beyond SIGMAS: the chance a word is marked
+# common when it is not.
+ALPHA = 0.5 * math.erfc(SIGMAS / math.sqrt(2.0))
 # The key of the collection's settings that records the last census.
 SETTINGS_KEY = "text_census"
 # A collection this much larger than at its last census is counted again by an ingest.
 RECOUNT_GROWTH = 1.5
+
+# Engines whose database has the table; one that lacks it is asked again each time, so an
+# upgrade made meanwhile is seen.
+_ready: WeakKeyDictionary[Engine, bool] = WeakKeyDictionary()
 
 _FORGET_TERMS = "DELETE FROM collection_terms WHERE collection_id = :c"
 _FORGET_RECORD = (
@@ -77,20 +92,77 @@ class TermCensus:
         }
 
 
+def _tail(k: int, n: int, p: float) -> float:
+    """Return P(X >= k) for X ~ Binomial(n, p), for p at most k / n (terms fall from k on)."""
+    log_first = (
+        math.lgamma(n + 1)
+        - math.lgamma(k + 1)
+        - math.lgamma(n - k + 1)
+        + k * math.log(p)
+        + (n - k) * math.log1p(-p)
+    )
+    term = math.exp(log_first)
+    total = term
+    ratio = p / (1.0 - p)
+    for j in range(k, n):
+        term *= (n - j) / (j + 1) * ratio
+        total += term
+        if term <= total * 1e-12:
+            break
+    return total
+
+
+@functools.lru_cache(maxsize=4096)
 def lower_bound(in_sample: int, sample: int, rows: int) -> int:
     """Return a count the word's documents in the collection are above with near certainty.
 
-    A sample of `sample` of `rows` documents finds the word in `in_sample`; the bound is the
-    lower end of the Wilson score interval at SIGMAS standard deviations (sampling without
-    replacement errs less than it assumes). A sample of the whole collection is exact.
+    A sample of `sample` of `rows` documents finds the word in `in_sample`. The bound is the
+    exact one-sided (Clopper-Pearson) binomial lower bound at ALPHA: the smallest share under
+    which so many finds or more would happen with chance ALPHA. Sampling without replacement
+    varies less than the binomial, so the bound is if anything low. The normal approximation
+    (Wilson) is not used: with few finds, in a large collection, it claims far more than it
+    knows. A sample of the whole collection is exact.
     """
     if sample >= rows:
         return in_sample
-    share = in_sample / sample
-    z2 = SIGMAS * SIGMAS
-    centre = share + z2 / (2 * sample)
-    spread = SIGMAS * math.sqrt(share * (1.0 - share) / sample + z2 / (4 * sample * sample))
-    return max(0, math.floor((centre - spread) / (1 + z2 / sample) * rows))
+    if in_sample <= 0:
+        return 0
+    low, high = 0.0, in_sample / sample
+    for _ in range(40):  # to 1e-12 of the share
+        mid = (low + high) / 2
+        if _tail(in_sample, sample, mid) < ALPHA:
+            low = mid
+        else:
+            high = mid
+    return math.floor(low * rows)
+
+
+def _least_in_sample(sample: int, rows: int) -> int:
+    """Return the fewest finds in the sample whose bound exceeds TEXT_RANK_MAX (or sample + 1)."""
+    if sample >= rows:
+        return hybrid.TEXT_RANK_MAX + 1
+    low, high = 1, sample + 1
+    while low < high:
+        mid = (low + high) // 2
+        if lower_bound(mid, sample, rows) > hybrid.TEXT_RANK_MAX:
+            high = mid
+        else:
+            low = mid + 1
+    return low
+
+
+async def table_ready(session: AsyncSession) -> bool:
+    """Tell whether the session's database has `collection_terms` (migration 0003)."""
+    engine = engine_of(session)
+    if engine is not None and engine in _ready:
+        return True
+    rows = await fetch_all(
+        session, "SELECT to_regclass('collection_terms') IS NOT NULL AS ready", {}
+    )
+    ready = bool(rows[0]["ready"])
+    if ready and engine is not None:
+        _ready[engine] = True
+    return ready
 
 
 async def count_terms(
@@ -99,6 +171,11 @@ async def count_terms(
     """Count the collection's words on a sample and keep those too common to rank by text."""
     if not 100 <= sample <= 100_000:
         raise InvalidInput("the sample must be from 100 to 100,000 documents")
+    if not await table_ready(session):
+        raise KBError(
+            "This database predates word counts (migration 0003): run `kb db upgrade` "
+            "(or `alembic upgrade head`) first."
+        )
     start = time.perf_counter()
     coll = await resolve_collection(session, collection)
     # No batch commits between the count and the store (see the module's docstring).
@@ -121,9 +198,9 @@ async def count_terms(
             "SELECT word, ndoc FROM ts_stat('SELECT d.tsv FROM documents d WHERE d.id IN "  # noqa: S608
             f"(SELECT x.id FROM documents x WHERE x.collection_id = {int(coll.id)} "
             f"ORDER BY random() LIMIT {int(taken)})') "
-            "WHERE ndoc > :least",
+            "WHERE ndoc >= :least",
             # No word in fewer sampled documents than this can reach the bound.
-            {"least": math.floor(hybrid.TEXT_RANK_MAX * taken / rows)},
+            {"least": _least_in_sample(taken, rows)},
         )
         for row in found:
             bound = lower_bound(int(row["ndoc"]), taken, rows)
@@ -158,6 +235,8 @@ async def count_terms(
 
 async def forget(session: AsyncSession, collection_id: int) -> None:
     """Drop the collection's counts, in the session's transaction (documents changed)."""
+    if not await table_ready(session):
+        return
     await fetch_all(session, _FORGET_TERMS, {"c": collection_id})
     await fetch_all(session, _FORGET_RECORD, {"c": collection_id})
 
@@ -187,6 +266,6 @@ async def count_terms_if_due(db: Database, collection_id: int) -> TermCensus | N
         settings = rows[0]["settings"]
         if isinstance(settings, str):
             settings = json.loads(settings)
-        if not needs_count(settings, int(rows[0]["n"])):
+        if not needs_count(settings, int(rows[0]["n"])) or not await table_ready(s):
             return None
         return await count_terms(s, rows[0]["name"])

@@ -4,13 +4,15 @@ and used by hybrid searches to skip collecting matches of a word known to be too
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+import math
+from collections.abc import Awaitable, Callable
 
 import numpy as np
 import pytest
+from sqlalchemy.engine import URL
 
 import kb
-from helpers import run_cli
+from helpers import run_cli, settings_for
 from kb import hybrid, terms
 from kb.ingest.writer import Row, write_rows
 from kb.statements import fetch_all
@@ -184,17 +186,40 @@ async def test_a_deleted_collection_takes_its_counts_with_it(own_db: kb.Database
     assert left[0]["n"] == 0
 
 
+def _hypergeometric_tail(k: int, rows: int, holding: int, sample: int) -> float:
+    """Return the chance that a sample of `sample` of `rows` documents finds `k` or more of
+    the `holding` documents with a word (exact)."""
+
+    def log_choose(n: int, r: int) -> float:
+        return math.lgamma(n + 1) - math.lgamma(r + 1) - math.lgamma(n - r + 1)
+
+    whole = log_choose(rows, sample)
+    return sum(
+        math.exp(log_choose(holding, j) + log_choose(rows - holding, sample - j) - whole)
+        for j in range(k, min(holding, sample) + 1)
+    )
+
+
+@pytest.mark.parametrize("rows", [5_000, 100_000, 1_000_000, 10_000_000])
+def test_a_word_in_too_few_documents_is_marked_common_at_most_at_five_sigma(rows: int) -> None:
+    sample, limit = 2_000, 2_000
+    needed = next(k for k in range(1, sample + 1) if terms.lower_bound(k, sample, rows) > limit)
+    # A word in exactly `limit` documents (the worst case: fewer are found less often) reaches
+    # that many finds with at most the chance of a one-sided 5-sigma error.
+    assert _hypergeometric_tail(needed, rows, limit, sample) <= terms.ALPHA * 1.01
+    # Not so cautious as to be useless: a word in a tenth of the documents is marked with near
+    # certainty.
+    assert _hypergeometric_tail(needed, rows, rows // 10, sample) > 0.999 or rows < 25_000
+
+
 def test_the_sampled_bound_stays_under_the_true_count() -> None:
     rng = np.random.default_rng(7)
     rows, sample = 100_000, 2_000
     for true in (1_000, 2_000, 5_000, 10_000, 50_000, 99_000, 100_000):
-        drawn = rng.hypergeometric(true, rows - true, sample, size=2_000)
+        drawn = rng.hypergeometric(true, rows - true, sample, size=500)
         bounds = [terms.lower_bound(int(k), sample, rows) for k in drawn]
         assert max(bounds) <= true, (true, max(bounds))
-        if true >= 10_000:
-            # Not so cautious as to be useless: words in a tenth of the documents clear the
-            # 2,000 that hybrid searches rank at most.
-            assert min(bounds) > 2_000, (true, min(bounds))
+    assert terms.lower_bound(0, sample, rows) == 0
     assert terms.lower_bound(300, 300, 300) == 300  # the whole collection: exact
 
 
@@ -231,3 +256,31 @@ async def test_the_cli_counts_and_lists_the_common_words(own_db: kb.Database) ->
     assert "ocean  >=" in listed.stdout
     missing = run_cli("kb", "collections", "count-words", "nowhere", url=own_db.url)
     assert missing.returncode != 0 and "nowhere" in missing.stderr
+
+
+async def test_a_database_before_the_counts_searches_and_ingests_as_before(
+    new_database: Callable[[], Awaitable[URL]],
+) -> None:
+    url = await new_database()
+    downgraded = run_cli("alembic", "downgrade", "0002", url=url)
+    assert downgraded.returncode == 0, downgraded.stderr
+    # Read-only use, or upgrade=False, leaves a database as it is.
+    db = await kb.connect(settings_for(url), url=url, upgrade=False)
+    try:
+        await _fill(db, "sea")
+        # A second ingest that changes every document (a batch that would forget counts).
+        await _fill(db, "sea", lambda i: _content(i) + " reef")
+        async with db.session() as s:
+            found = await kb.run_search(s, _hybrid("ocean"))
+            assert len(found) == 10 and found.notes == (hybrid.TOO_COMMON_NOTE,)
+            with pytest.raises(kb.KBError, match="kb db upgrade"):
+                await kb.count_terms(s, "sea")
+        await db.upgrade()
+        # The same handle sees the upgrade: the next ingest counts, the next search uses it.
+        await _fill(db, "sea", lambda i: _content(i) + " shore")
+        assert await _counted(db, "sea") == {"ocean": 300, "tide": 150, "shore": 300}
+        async with db.session() as s:
+            plan = await kb.explain(s, _hybrid("ocean"), analyze=True)
+        assert not _collected(plan)
+    finally:
+        await db.close()

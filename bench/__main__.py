@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -47,6 +48,9 @@ def main(argv: list[str] | None = None) -> int:
         print(readme(json.loads(args.render.read_text(encoding="utf-8"))))
         return 0
     out = args.out or Path("bench/results") / f"{args.tier}.json"
+    # A run stopped with SIGTERM (kill, a CI timeout) unwinds like Ctrl-C, so the embedded
+    # server and the databases it made are removed rather than left running.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     result = asyncio.run(
         run(
             args.tier,

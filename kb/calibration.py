@@ -29,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from kb import refs
 from kb.browse import resolve_collection
+from kb.collections import collection_size
 from kb.errors import InvalidInput
 from kb.indexes import is_indexable
 from kb.statements import fetch_all, pinned
@@ -187,17 +188,11 @@ def needs_calibration(settings: dict[str, Any] | None, rows: int) -> bool:
 async def calibrate_if_due(db: Database, collection_id: int) -> Calibration | None:
     """Calibrate a collection after an ingest when it is due (see `needs_calibration`)."""
     async with db.session() as s:
-        rows = await fetch_all(
-            s,
-            "SELECT c.name, c.settings, c.dimension, (SELECT count(*) FROM documents d "
-            "WHERE d.collection_id = c.id) AS n FROM collections c WHERE c.id = :c",
-            {"c": collection_id},
-        )
-        if not rows or not is_indexable(int(rows[0]["dimension"])):
+        found = await collection_size(s, collection_id)
+        if (
+            found is None
+            or not is_indexable(found.dimension)
+            or not needs_calibration(found.settings, found.documents)
+        ):
             return None
-        settings = rows[0]["settings"]
-        if isinstance(settings, str):
-            settings = json.loads(settings)
-        if not needs_calibration(settings, int(rows[0]["n"])):
-            return None
-        return await calibrate(s, rows[0]["name"])
+        return await calibrate(s, found.name)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -14,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from kb import indexes, refs
 from kb.errors import CollectionNotFound, EmbedderMismatch, InvalidInput
 from kb.models import Collection, Document
+from kb.statements import fetch_all
 
 # Advisory locks are (namespace, collection id); any fixed number marks kb's writes.
 LOCK_NAMESPACE = 7_428_502
@@ -23,6 +25,37 @@ _LOCK = text("SELECT pg_advisory_xact_lock(:namespace, :collection_id)")
 async def lock_writes(session: AsyncSession, collection_id: int) -> None:
     """Hold the collection's write lock until the session's transaction ends."""
     await session.execute(_LOCK, {"namespace": LOCK_NAMESPACE, "collection_id": collection_id})
+
+
+@dataclass(frozen=True, slots=True)
+class CollectionSize:
+    """A collection's name, dimension, settings and document count (for upkeep by id)."""
+
+    name: str
+    dimension: int
+    settings: dict[str, Any]
+    documents: int
+
+
+async def collection_size(session: AsyncSession, collection_id: int) -> CollectionSize | None:
+    """Return the collection's facts that an ingest's upkeep decides on, or None if it is gone."""
+    rows = await fetch_all(
+        session,
+        "SELECT c.name, c.dimension, c.settings, (SELECT count(*) FROM documents d "
+        "WHERE d.collection_id = c.id) AS n FROM collections c WHERE c.id = :c",
+        {"c": collection_id},
+    )
+    if not rows:
+        return None
+    settings = rows[0]["settings"]
+    if isinstance(settings, str):
+        settings = json.loads(settings)
+    return CollectionSize(
+        name=rows[0]["name"],
+        dimension=int(rows[0]["dimension"]),
+        settings=dict(settings or {}),
+        documents=int(rows[0]["n"]),
+    )
 
 
 @dataclass(frozen=True, slots=True)

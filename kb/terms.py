@@ -38,7 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from kb import hybrid
 from kb.browse import resolve_collection
-from kb.collections import lock_writes
+from kb.collections import collection_size, lock_writes
 from kb.db import engine_of
 from kb.errors import InvalidInput, KBError
 from kb.statements import fetch_all
@@ -255,17 +255,11 @@ def needs_count(settings: dict[str, Any] | None, rows: int) -> bool:
 async def count_terms_if_due(db: Database, collection_id: int) -> TermCensus | None:
     """Count a collection's words after an ingest when it is due (see `needs_count`)."""
     async with db.session() as s:
-        rows = await fetch_all(
-            s,
-            "SELECT c.name, c.settings, (SELECT count(*) FROM documents d "
-            "WHERE d.collection_id = c.id) AS n FROM collections c WHERE c.id = :c",
-            {"c": collection_id},
-        )
-        if not rows:
+        found = await collection_size(s, collection_id)
+        if (
+            found is None
+            or not needs_count(found.settings, found.documents)
+            or not await table_ready(s)
+        ):
             return None
-        settings = rows[0]["settings"]
-        if isinstance(settings, str):
-            settings = json.loads(settings)
-        if not needs_count(settings, int(rows[0]["n"])) or not await table_ready(s):
-            return None
-        return await count_terms(s, rows[0]["name"])
+        return await count_terms(s, found.name)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 import kb
 from kb.models import Collection
@@ -68,3 +68,20 @@ async def test_driver_errors_become_kb_errors(db: kb.Database) -> None:
     with pytest.raises(kb.InvalidInput, match="expected 3 dimensions"):
         async with db.session() as s:
             await s.execute(text("SELECT '[1,2]'::vector(3)"))
+
+
+async def test_a_lone_caller_keeps_using_the_connection_it_used_last(own_db: kb.Database) -> None:
+    # Prepared statements and their plans live per connection: after a burst of concurrent
+    # sessions opened several, one caller's sessions must not rotate through all of them.
+    import asyncio
+
+    async def backend(pause: float = 0.0) -> int:
+        async with own_db.session() as s:
+            pid = int(await s.scalar(text("SELECT pg_backend_pid()")))
+            if pause:
+                await asyncio.sleep(pause)
+            return pid
+
+    burst = await asyncio.gather(*(backend(0.2) for _ in range(4)))
+    assert len(set(burst)) == 4
+    assert len({await backend() for _ in range(8)}) == 1

@@ -98,6 +98,17 @@ def index_name(collection_id: int) -> str:
     return f"{HNSW_PREFIX}{int(collection_id)}"
 
 
+# A rebuild (kb.reindex) builds the new graph under this name and swaps it in, holding the
+# advisory lock (REBUILD_LOCK, collection id) from the build to the swap.
+NEXT_SUFFIX = "_next"
+REBUILD_LOCK = "kb.reindex"
+
+
+def next_index_name(collection_id: int) -> str:
+    """Return the name a rebuilt index is built under before the swap."""
+    return index_name(collection_id) + NEXT_SUFFIX
+
+
 def create_index_sql(
     collection_id: int,
     dimension: int,

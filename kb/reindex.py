@@ -36,7 +36,6 @@ from kb.statements import fetch_all
 # waits a second at a time for the statements holding the table, up to SWAP_ATTEMPTS times.
 SWAP_LOCK_TIMEOUT = "1s"
 SWAP_ATTEMPTS = 30
-_NEXT_SUFFIX = "_next"
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,11 +49,6 @@ class IndexRebuild:
     build_seconds: float
     index_bytes: int
     calibration: Calibration | None
-
-
-def next_index_name(collection_id: int) -> str:
-    """Return the name the new index is built under before the swap."""
-    return indexes.index_name(collection_id) + _NEXT_SUFFIX
 
 
 async def rebuild_index(
@@ -123,7 +117,7 @@ async def rebuild_index(
 async def _rebuild(
     db: Database, collection_id: int, dimension: int, metric: str, params: indexes.GraphParams
 ) -> None:
-    name = next_index_name(collection_id)
+    name = indexes.next_index_name(collection_id)
     sql = indexes.create_index_sql(
         collection_id, dimension, metric, params=params, name=name, concurrently=True
     )
@@ -134,8 +128,8 @@ async def _rebuild(
             # drop the first's index. The lock is this connection's, which is closed at the
             # end rather than pooled, so neither the lock nor its settings can outlive the call.
             locked = await auto.scalar(
-                text("SELECT pg_try_advisory_lock(hashtext('kb.reindex'), :c)"),
-                {"c": collection_id},
+                text("SELECT pg_try_advisory_lock(hashtext(:k), :c)"),
+                {"k": indexes.REBUILD_LOCK, "c": collection_id},
             )
             if not locked:
                 raise DatabaseBusy("An index rebuild of this collection is already running.")
@@ -156,7 +150,7 @@ async def _rebuild(
 
 
 async def _swap(db: Database, collection_id: int, params: indexes.GraphParams) -> None:
-    old, new = indexes.index_name(collection_id), next_index_name(collection_id)
+    old, new = indexes.index_name(collection_id), indexes.next_index_name(collection_id)
     for attempt in range(SWAP_ATTEMPTS):
         try:
             async with db.session() as s:

@@ -15,7 +15,6 @@ from kb import indexes
 from kb.db import asyncpg_kwargs
 from kb.ingest import indexing
 from kb.ingest.writer import Row, write_rows
-from kb.reindex import next_index_name
 
 DIM = 64
 
@@ -171,7 +170,7 @@ async def test_one_rebuild_at_a_time_and_leftovers_are_cleared(kdb: kb.Database)
         # A rebuild that died before its swap left its half of the work behind.
         await conn.execute(
             indexes.create_index_sql(
-                cid, DIM, "cosine", params=kb.GraphParams(4, 8), name=next_index_name(cid)
+                cid, DIM, "cosine", params=kb.GraphParams(4, 8), name=indexes.next_index_name(cid)
             )
         )
     finally:
@@ -303,3 +302,35 @@ async def test_a_large_collection_is_measured_again_unless_its_ef_was_set_by_han
     assert hand.calibration is None
     stored = await _settings(kdb, "rx_hand")
     assert stored["ef_search"] == 300 and "calibration" not in stored
+
+
+async def test_an_ingest_drops_what_a_dead_rebuild_left_unless_one_is_running(
+    kdb: kb.Database,
+) -> None:
+    cid = await _collection(kdb, "rx_dead", 100, seed=8)
+    leftover = indexes.next_index_name(cid)
+    conn = await asyncpg.connect(**asyncpg_kwargs(kdb.url))
+    more = np.random.default_rng(9).standard_normal((3, DIM)).astype(np.float32)
+    try:
+        # A rebuild killed after its build, before its swap: every insert also feeds this graph.
+        await conn.execute(
+            indexes.create_index_sql(cid, DIM, "cosine", params=kb.GraphParams(4, 8), name=leftover)
+        )
+        # While a rebuild holds the collection's lock, its new index is work in progress.
+        await conn.execute("SELECT pg_advisory_lock(hashtext($1), $2)", indexes.REBUILD_LOCK, cid)
+        await write_rows(kdb, "rx_dead", [Row("more", "one", more[0])])
+        assert leftover in await _indexdefs(kdb, cid)
+        await conn.execute("SELECT pg_advisory_unlock(hashtext($1), $2)", indexes.REBUILD_LOCK, cid)
+        await write_rows(kdb, "rx_dead", [Row("more", "two", more[1])])
+        assert list(await _indexdefs(kdb, cid)) == [indexes.index_name(cid)]
+        # The text pipeline checks too.
+        await conn.execute(
+            indexes.create_index_sql(cid, DIM, "cosine", params=kb.GraphParams(4, 8), name=leftover)
+        )
+    finally:
+        await conn.close()
+    doc = kb.SourceDocument.from_text("notes.txt", "a short note about graphs")
+    report = await kb.ingest_documents(kdb, [doc], collection="rx_dead")
+    assert report.chunks_added == 1
+    assert list(await _indexdefs(kdb, cid)) == [indexes.index_name(cid)]
+    assert not await indexing.drop_leftover(kdb, cid)

@@ -71,6 +71,36 @@ async def drop_for_load(db: Database, collection_id: int) -> bool:
     return True
 
 
+async def drop_leftover(db: Database, collection_id: int) -> bool:
+    """Drop the half-built index of a rebuild that died; return whether there was one.
+
+    A rebuild killed before its swap (kb.reindex) leaves its new index behind, valid or not,
+    and PostgreSQL keeps inserting every new row into it: an ingest would pay two HNSW inserts
+    per row. It is dropped unless a rebuild holds the collection's lock (still at work).
+    """
+    if db.settings.read_only:
+        return False
+    name = indexes.next_index_name(collection_id)
+    async with db.session() as s:
+        if await s.scalar(text("SELECT to_regclass(:n)"), {"n": name}) is None:
+            return False
+    async with db.engine.connect() as conn:
+        auto = await conn.execution_options(isolation_level="AUTOCOMMIT")
+        try:
+            locked = await auto.scalar(
+                text("SELECT pg_try_advisory_lock(hashtext(:k), :c)"),
+                {"k": indexes.REBUILD_LOCK, "c": collection_id},
+            )
+            if not locked:
+                return False
+            await auto.execute(text(f"DROP INDEX CONCURRENTLY IF EXISTS {name}"))
+        finally:
+            # The lock is the connection's: closed, not pooled, it cannot outlive the call.
+            with suppress(Exception):
+                await conn.invalidate()
+    return True
+
+
 async def index_state(db: Database, collection_id: int) -> bool | None:
     """Return True if the index exists and is valid, False if invalid, None if missing."""
     async with db.session() as s:

@@ -630,6 +630,7 @@ async def _ingest_items(
                     index=not defer,
                 )
             coll = _Collection(found.id, found.name, found.dimension, found.metric)
+        await indexing.drop_leftover(db, coll.id)
         deferred = False
         if defer and await indexing.collection_is_empty(db, coll.id):
             deferred = await indexing.index_state(db, coll.id) is None or (

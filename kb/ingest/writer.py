@@ -612,6 +612,7 @@ async def write_rows(
         async with db.session() as s:
             coll = await get_collection(s, collection)
             collection_id, dimension, metric = coll.id, coll.dimension, coll.metric
+        await indexing.drop_leftover(db, collection_id)
         if defer_index is None:
             defer_index = isinstance(rows, Sized) and len(rows) >= indexing.DEFER_MIN_CHUNKS
         if defer_index and await indexing.collection_is_empty(db, collection_id):

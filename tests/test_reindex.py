@@ -334,3 +334,27 @@ async def test_an_ingest_drops_what_a_dead_rebuild_left_unless_one_is_running(
     assert report.chunks_added == 1
     assert list(await _indexdefs(kdb, cid)) == [indexes.index_name(cid)]
     assert not await indexing.drop_leftover(kdb, cid)
+
+
+async def test_a_leftover_held_up_by_a_long_transaction_waits_for_the_next_ingest(
+    kdb: kb.Database,
+) -> None:
+    cid = await _collection(kdb, "rx_busy", 50, seed=10)
+    leftover = indexes.next_index_name(cid)
+    conn = await asyncpg.connect(**asyncpg_kwargs(kdb.url))
+    try:
+        await conn.execute(
+            indexes.create_index_sql(cid, DIM, "cosine", params=kb.GraphParams(4, 8), name=leftover)
+        )
+        # A reader's open transaction: DROP INDEX CONCURRENTLY waits for it.
+        reader = conn.transaction()
+        await reader.start()
+        await conn.fetch("SELECT 1 FROM documents LIMIT 1")
+        vector = np.random.default_rng(11).standard_normal(DIM).astype(np.float32)
+        assert await write_rows(kdb, "rx_busy", [Row("late", "row", vector)]) == 1
+        assert leftover in await _indexdefs(kdb, cid)
+        await reader.rollback()
+    finally:
+        await conn.close()
+    assert await indexing.drop_leftover(kdb, cid)
+    assert leftover not in await _indexdefs(kdb, cid)

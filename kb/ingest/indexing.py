@@ -13,6 +13,7 @@ index exists and is valid, so one that died before rebuilding it is repaired by 
 
 from __future__ import annotations
 
+import logging
 import os
 from contextlib import suppress
 
@@ -22,6 +23,8 @@ from sqlalchemy.exc import DBAPIError
 from kb import indexes
 from kb.database import Database
 from kb.errors import KBError
+
+log = logging.getLogger(__name__)
 
 # Below this many chunks the incremental inserts cost a few seconds: not worth the rebuild.
 DEFER_MIN_CHUNKS = 2000
@@ -76,7 +79,9 @@ async def drop_leftover(db: Database, collection_id: int) -> bool:
 
     A rebuild killed before its swap (kb.reindex) leaves its new index behind, valid or not,
     and PostgreSQL keeps inserting every new row into it: an ingest would pay two HNSW inserts
-    per row. It is dropped unless a rebuild holds the collection's lock (still at work).
+    per row. It is dropped unless a rebuild holds the collection's lock (still at work). The
+    drop waits for transactions on the table: when they outlast a short timeout the index is
+    left for the next ingest, and this one goes on (it costs speed, not correctness).
     """
     if db.settings.read_only:
         return False
@@ -84,20 +89,25 @@ async def drop_leftover(db: Database, collection_id: int) -> bool:
     async with db.session() as s:
         if await s.scalar(text("SELECT to_regclass(:n)"), {"n": name}) is None:
             return False
-    async with db.engine.connect() as conn:
-        auto = await conn.execution_options(isolation_level="AUTOCOMMIT")
-        try:
-            locked = await auto.scalar(
-                text("SELECT pg_try_advisory_lock(hashtext(:k), :c)"),
-                {"k": indexes.REBUILD_LOCK, "c": collection_id},
-            )
-            if not locked:
-                return False
-            await auto.execute(text(f"DROP INDEX CONCURRENTLY IF EXISTS {name}"))
-        finally:
-            # The lock is the connection's: closed, not pooled, it cannot outlive the call.
-            with suppress(Exception):
-                await conn.invalidate()
+    try:
+        async with db.engine.connect() as conn:
+            auto = await conn.execution_options(isolation_level="AUTOCOMMIT")
+            try:
+                locked = await auto.scalar(
+                    text("SELECT pg_try_advisory_lock(hashtext(:k), :c)"),
+                    {"k": indexes.REBUILD_LOCK, "c": collection_id},
+                )
+                if not locked:
+                    return False
+                await auto.execute(text("SET lock_timeout = '2s'"))
+                await auto.execute(text(f"DROP INDEX CONCURRENTLY IF EXISTS {name}"))
+            finally:
+                # The lock is the connection's: closed, not pooled, it cannot outlive the call.
+                with suppress(Exception):
+                    await conn.invalidate()
+    except DBAPIError as exc:
+        log.warning("could not drop the leftover index %s: %s", name, exc)
+        return False
     return True
 
 

@@ -29,7 +29,7 @@ from kb.calibration import Calibration
 from kb.database import Database
 from kb.db import translating
 from kb.errors import DatabaseBusy, InvalidInput, ReadOnlyError
-from kb.ingest.indexing import build_memory
+from kb.ingest.indexing import build_memory, rebuild_locked
 from kb.statements import fetch_all
 
 # DROP INDEX needs the table to itself, and new searches queue behind it while it waits: it
@@ -121,32 +121,21 @@ async def _rebuild(
     sql = indexes.create_index_sql(
         collection_id, dimension, metric, params=params, name=name, concurrently=True
     )
-    async with db.engine.connect() as conn:
-        auto = await conn.execution_options(isolation_level="AUTOCOMMIT")
+    async with rebuild_locked(db, collection_id) as auto:
+        # A second rebuild would drop this one's index.
+        if auto is None:
+            raise DatabaseBusy("An index rebuild of this collection is already running.")
+        await auto.execute(text("SET statement_timeout = 0"))
+        await auto.execute(text(f"SET maintenance_work_mem = '{build_memory(db)}'"))
+        # Left by a rebuild that was interrupted.
+        await auto.execute(text(f"DROP INDEX CONCURRENTLY IF EXISTS {name}"))
         try:
-            # One rebuild per collection at a time, from the build to the swap: a second would
-            # drop the first's index. The lock is this connection's, which is closed at the
-            # end rather than pooled, so neither the lock nor its settings can outlive the call.
-            locked = await auto.scalar(
-                text("SELECT pg_try_advisory_lock(hashtext(:k), :c)"),
-                {"k": indexes.REBUILD_LOCK, "c": collection_id},
-            )
-            if not locked:
-                raise DatabaseBusy("An index rebuild of this collection is already running.")
-            await auto.execute(text("SET statement_timeout = 0"))
-            await auto.execute(text(f"SET maintenance_work_mem = '{build_memory(db)}'"))
-            # Left by a rebuild that was interrupted.
-            await auto.execute(text(f"DROP INDEX CONCURRENTLY IF EXISTS {name}"))
-            try:
-                await auto.execute(text(sql))
-                await _swap(db, collection_id, params)
-            except BaseException:
-                with suppress(Exception):
-                    await auto.execute(text(f"DROP INDEX CONCURRENTLY IF EXISTS {name}"))
-                raise
-        finally:
+            await auto.execute(text(sql))
+            await _swap(db, collection_id, params)
+        except BaseException:
             with suppress(Exception):
-                await conn.invalidate()
+                await auto.execute(text(f"DROP INDEX CONCURRENTLY IF EXISTS {name}"))
+            raise
 
 
 async def _swap(db: Database, collection_id: int, params: indexes.GraphParams) -> None:

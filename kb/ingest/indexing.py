@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import logging
 import os
-from contextlib import suppress
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
 
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from kb import indexes
 from kb.database import Database
@@ -74,6 +76,27 @@ async def drop_for_load(db: Database, collection_id: int) -> bool:
     return True
 
 
+@asynccontextmanager
+async def rebuild_locked(db: Database, collection_id: int) -> AsyncIterator[AsyncConnection | None]:
+    """Yield an autocommit connection holding the collection's rebuild lock, or None if taken.
+
+    One rebuild per collection at a time, from its build to its swap (kb.reindex). The lock is
+    the connection's, which is closed at the end rather than pooled, so neither the lock nor
+    the connection's settings outlive the block.
+    """
+    async with db.engine.connect() as conn:
+        auto = await conn.execution_options(isolation_level="AUTOCOMMIT")
+        try:
+            locked = await auto.scalar(
+                text("SELECT pg_try_advisory_lock(hashtext(:k), :c)"),
+                {"k": indexes.REBUILD_LOCK, "c": collection_id},
+            )
+            yield auto if locked else None
+        finally:
+            with suppress(Exception):
+                await conn.invalidate()
+
+
 async def drop_leftover(db: Database, collection_id: int) -> bool:
     """Drop the half-built index of a rebuild that died; return whether there was one.
 
@@ -90,21 +113,11 @@ async def drop_leftover(db: Database, collection_id: int) -> bool:
         if await s.scalar(text("SELECT to_regclass(:n)"), {"n": name}) is None:
             return False
     try:
-        async with db.engine.connect() as conn:
-            auto = await conn.execution_options(isolation_level="AUTOCOMMIT")
-            try:
-                locked = await auto.scalar(
-                    text("SELECT pg_try_advisory_lock(hashtext(:k), :c)"),
-                    {"k": indexes.REBUILD_LOCK, "c": collection_id},
-                )
-                if not locked:
-                    return False
-                await auto.execute(text("SET lock_timeout = '2s'"))
-                await auto.execute(text(f"DROP INDEX CONCURRENTLY IF EXISTS {name}"))
-            finally:
-                # The lock is the connection's: closed, not pooled, it cannot outlive the call.
-                with suppress(Exception):
-                    await conn.invalidate()
+        async with rebuild_locked(db, collection_id) as auto:
+            if auto is None:
+                return False
+            await auto.execute(text("SET lock_timeout = '2s'"))
+            await auto.execute(text(f"DROP INDEX CONCURRENTLY IF EXISTS {name}"))
     except DBAPIError as exc:
         log.warning("could not drop the leftover index %s: %s", name, exc)
         return False

@@ -304,6 +304,15 @@ async def test_a_large_collection_is_measured_again_unless_its_ef_was_set_by_han
     assert stored["ef_search"] == 300 and "calibration" not in stored
 
 
+async def _leave_next_index(conn: asyncpg.Connection, cid: int) -> None:
+    """Leave what a rebuild killed after its build and before its swap leaves."""
+    await conn.execute(
+        indexes.create_index_sql(
+            cid, DIM, "cosine", params=kb.GraphParams(4, 8), name=indexes.next_index_name(cid)
+        )
+    )
+
+
 async def test_an_ingest_drops_what_a_dead_rebuild_left_unless_one_is_running(
     kdb: kb.Database,
 ) -> None:
@@ -312,10 +321,8 @@ async def test_an_ingest_drops_what_a_dead_rebuild_left_unless_one_is_running(
     conn = await asyncpg.connect(**asyncpg_kwargs(kdb.url))
     more = np.random.default_rng(9).standard_normal((3, DIM)).astype(np.float32)
     try:
-        # A rebuild killed after its build, before its swap: every insert also feeds this graph.
-        await conn.execute(
-            indexes.create_index_sql(cid, DIM, "cosine", params=kb.GraphParams(4, 8), name=leftover)
-        )
+        # Every insert also feeds this graph.
+        await _leave_next_index(conn, cid)
         # While a rebuild holds the collection's lock, its new index is work in progress.
         await conn.execute("SELECT pg_advisory_lock(hashtext($1), $2)", indexes.REBUILD_LOCK, cid)
         await write_rows(kdb, "rx_dead", [Row("more", "one", more[0])])
@@ -324,9 +331,7 @@ async def test_an_ingest_drops_what_a_dead_rebuild_left_unless_one_is_running(
         await write_rows(kdb, "rx_dead", [Row("more", "two", more[1])])
         assert list(await _indexdefs(kdb, cid)) == [indexes.index_name(cid)]
         # The text pipeline checks too.
-        await conn.execute(
-            indexes.create_index_sql(cid, DIM, "cosine", params=kb.GraphParams(4, 8), name=leftover)
-        )
+        await _leave_next_index(conn, cid)
     finally:
         await conn.close()
     doc = kb.SourceDocument.from_text("notes.txt", "a short note about graphs")
@@ -343,9 +348,7 @@ async def test_a_leftover_held_up_by_a_long_transaction_waits_for_the_next_inges
     leftover = indexes.next_index_name(cid)
     conn = await asyncpg.connect(**asyncpg_kwargs(kdb.url))
     try:
-        await conn.execute(
-            indexes.create_index_sql(cid, DIM, "cosine", params=kb.GraphParams(4, 8), name=leftover)
-        )
+        await _leave_next_index(conn, cid)
         # A reader's open transaction: DROP INDEX CONCURRENTLY waits for it.
         reader = conn.transaction()
         await reader.start()

@@ -192,7 +192,7 @@ async def test_a_failed_measurement_keeps_the_rows(
     vectors = _vectors(60, seed=8)
     rows = [Row("src", f"c {i}", vectors[i], chunk_index=i) for i in range(60)]
     assert await write_rows(kdb, "cal_fail", rows) == 60
-    assert "could not measure the ef_search" in caplog.text
+    assert "ef_search could not be measured" in caplog.text
     async with kdb.session() as s:
         assert await kb.count_documents(s, "cal_fail") == 60
     assert "calibration" not in await _settings(kdb, "cal_fail")

@@ -12,21 +12,20 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
 
 import numpy as np
 from sqlalchemy.exc import DBAPIError
 
-from kb import calibration, terms
 from kb.collections import ensure_collection, get_collection
 from kb.config import Settings
 from kb.database import Database
 from kb.db import translating
 from kb.embedders import Embedder, aembed_texts, check_compatible, embedder_for, make_embedder
 from kb.errors import CollectionNotFound, InvalidInput, KBError, ReadOnlyError
-from kb.ingest import indexing, writer
+from kb.ingest import indexing, upkeep, writer
 from kb.ingest.chunking import DEFAULT_CHUNK_OVERLAP, DEFAULT_CHUNK_SIZE, check_options, chunk_text
 from kb.ingest.cleaning import clean_json, clean_text
 from kb.ingest.discover import FileEntry, discover
@@ -483,30 +482,12 @@ class _Run:
                     "until the next ingest builds it",
                 )
             )
+            indexed = False
         else:
-            await self._upkeep(
-                calibration.calibrate_if_due,
-                "its search ef_search could not be measured ({exc}); searches use the default "
-                "until the next ingest measures it",
-            )
-        await self._upkeep(
-            terms.count_terms_if_due,
-            "its common words could not be counted ({exc}); hybrid searches are slower for "
-            "them until the next ingest counts them",
-        )
+            indexed = True
+        for problem in await upkeep.after_write(self.db, self.collection.id, indexed=indexed):
+            self.warnings.append(FileWarning(f"collection {self.collection.name}", problem))
         self.index_seconds = time.perf_counter() - started
-
-    async def _upkeep(
-        self, step: Callable[[Database, int], Awaitable[object]], consequence: str
-    ) -> None:
-        """Run a measurement an ingest keeps up to date; a failure is a warning, not an error."""
-        try:
-            with translating(self.db.url):
-                await step(self.db, self.collection.id)
-        except Exception as exc:
-            self.warnings.append(
-                FileWarning(f"collection {self.collection.name}", consequence.format(exc=exc))
-            )
 
 
 def _describe(exc: BaseException) -> str:

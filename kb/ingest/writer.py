@@ -36,12 +36,12 @@ import numpy as np
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from kb import calibration, terms
+from kb import terms
 from kb.collections import get_collection, lock_writes
 from kb.database import Database
 from kb.db import translating
 from kb.errors import InvalidInput
-from kb.ingest import copy, indexing
+from kb.ingest import copy, indexing, upkeep
 from kb.ingest.cleaning import clean_json, clean_text
 from kb.models import check_vector, content_hash
 
@@ -668,14 +668,5 @@ async def write_rows(
                     await pending
         await indexing.ensure_index(db, collection_id, dimension, metric)
         # Upkeep after the rows are written: a failure is logged, never the call's error.
-        try:
-            await calibration.calibrate_if_due(db, collection_id)
-        except Exception as exc:
-            # Searches keep the default ef_search until the next ingest.
-            log.warning("could not measure the ef_search of collection %s: %s", collection_id, exc)
-        try:
-            await terms.count_terms_if_due(db, collection_id)
-        except Exception as exc:
-            # Hybrid searches scan for how common their word is until the next ingest.
-            log.warning("could not count the words of collection %s: %s", collection_id, exc)
+        await upkeep.after_write(db, collection_id, indexed=True)
     return written

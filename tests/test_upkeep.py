@@ -1,0 +1,139 @@
+"""What writes end with (kb.ingest.upkeep): the GIN indexes' pending entries merged, so searches
+after an ingest do not read them one by one; a failed step is a warning, the rows stay."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import numpy as np
+import pytest
+from sqlalchemy import text
+from sqlalchemy.engine import URL
+
+import kb
+from helpers import settings_for
+from kb.db import asyncpg_kwargs
+from kb.ingest import upkeep
+from kb.ingest.writer import Row, write_rows
+
+DIM = 8
+GIN_INDEXES = ("ix_documents_tsv", "ix_documents_metadata")
+VECTORS = np.random.default_rng(11).standard_normal((40, DIM)).astype(np.float32)
+
+
+async def _pending_pages(db: kb.Database) -> dict[str, int]:
+    """Merge each GIN index's pending list and return how many pages each held."""
+    async with db.session() as s:
+        return {
+            ix: int(
+                await s.scalar(text("SELECT gin_clean_pending_list(to_regclass(:ix))"), {"ix": ix})
+            )
+            for ix in GIN_INDEXES
+        }
+
+
+async def _collection(db: kb.Database, name: str) -> None:
+    async with db.session() as s:
+        await kb.ensure_collection(
+            s, name, embedder="hashing", model=f"feature-hashing-{DIM}", dimension=DIM
+        )
+
+
+def _rows(prefix: str) -> list[Row]:
+    return [
+        Row(
+            source=f"{prefix}/{i}",
+            content=f"harbour tide number{i}",
+            embedding=v,
+            metadata={"i": i},
+        )
+        for i, v in enumerate(VECTORS)
+    ]
+
+
+async def test_write_rows_leaves_no_pending_gin_entries(own_db: kb.Database) -> None:
+    await _collection(own_db, "sea")
+    await write_rows(own_db, "sea", _rows("a"))
+    assert await _pending_pages(own_db) == {ix: 0 for ix in GIN_INDEXES}
+    # The same rows written past kb do wait in the lists: the check above can fail.
+    async with own_db.session() as s:
+        await s.execute(
+            text(
+                "INSERT INTO documents (collection_id, title, source, chunk_index, content, "
+                "metadata, content_hash, embedding) SELECT collection_id, title, 'raw/' || source, "
+                "chunk_index, content, metadata, content_hash, embedding FROM documents"
+            )
+        )
+    pending = await _pending_pages(own_db)
+    assert all(pages > 0 for pages in pending.values()), pending
+
+
+async def test_ingest_leaves_no_pending_gin_entries(own_db: kb.Database, tmp_path: Path) -> None:
+    for i in range(5):
+        (tmp_path / f"note{i}.md").write_text(f"# Note {i}\n\nharbour tide and the number {i}\n")
+    report = await kb.ingest(own_db, [tmp_path], collection="notes", embedder="hashing")
+    assert report.chunks_added == 5 and not report.warnings
+    assert await _pending_pages(own_db) == {ix: 0 for ix in GIN_INDEXES}
+
+
+async def test_a_failed_merge_is_a_warning_and_keeps_the_rows(
+    own_db: kb.Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def refused(db: kb.Database) -> int:
+        raise RuntimeError("merge refused")
+
+    monkeypatch.setattr(upkeep, "merge_pending", refused)
+    (tmp_path / "a.md").write_text("harbour tide\n")
+    report = await kb.ingest(own_db, [tmp_path], collection="notes", embedder="hashing")
+    assert report.chunks_added == 1
+    [warning] = report.warnings
+    assert "could not be merged (merge refused)" in warning.message
+    async with own_db.session() as s:
+        [info] = await kb.list_collections(s)
+    assert info.documents == 1
+    # The bulk writer logs it and returns what it wrote.
+    await _collection(own_db, "sea")
+    assert await write_rows(own_db, "sea", _rows("b")) == len(VECTORS)
+
+
+@pytest.fixture
+async def writer_role(own_db: kb.Database) -> AsyncIterator[URL]:
+    """A login role that may read and write every table of own_db but owns none of them."""
+    url = own_db.url
+    role = f"kb_writer_{os.getpid()}"
+    admin = await asyncpg.connect(**asyncpg_kwargs(url))
+    try:
+        await admin.execute(f"DROP ROLE IF EXISTS {role}")
+        await admin.execute(f"CREATE ROLE {role} LOGIN")
+        await admin.execute(f'GRANT CONNECT, TEMP ON DATABASE "{url.database}" TO {role}')
+        await admin.execute(f"GRANT USAGE ON SCHEMA public TO {role}")
+        await admin.execute(
+            f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}"
+        )
+        await admin.execute(f"GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {role}")
+        yield url.set(username=role)
+        await admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1", role
+        )
+        await admin.execute(f"DROP OWNED BY {role}")
+        await admin.execute(f"DROP ROLE IF EXISTS {role}")
+    finally:
+        await admin.close()
+
+
+async def test_a_role_that_does_not_own_the_indexes_leaves_them_to_autovacuum(
+    own_db: kb.Database, writer_role: URL
+) -> None:
+    await _collection(own_db, "sea")
+    writer = await kb.connect(settings_for(writer_role), url=writer_role, upgrade=False)
+    try:
+        assert await upkeep.merge_pending(writer) == 0
+        # No error, no warning: the entries wait for autovacuum (the owner's merge).
+        assert await write_rows(writer, "sea", _rows("c")) == len(VECTORS)
+    finally:
+        await writer.close()
+    pending = await _pending_pages(own_db)
+    assert all(pages > 0 for pages in pending.values()), pending

@@ -297,6 +297,7 @@ def readme(r: dict[str, Any]) -> str:
         ("exact", _readme_exact),
         ("browse", _readme_browse),
         ("hybrid", _readme_hybrid),
+        ("pending", _readme_pending),
         ("embedding", _readme_embedding),
     )
     for name, section in sections:
@@ -450,6 +451,26 @@ def _readme_hybrid(r: dict[str, Any], s: dict[str, Any]) -> list[str]:
             )
         )
     return out
+
+
+STATES = ("before", "pending", "merged")
+
+
+def _readme_pending(r: dict[str, Any], s: dict[str, Any]) -> list[str]:
+    p = s["pending"]
+    return [
+        _row(
+            f"rare words after a write of {p['rows_written']:,} rows, p50 ms",
+            "before the write",
+            f"entries pending ({p['pages_merged']:,} pages)",
+            f"merged by kb ({_fmt(p['merge_s'])} s)",
+        ),
+        "| --- | ---: | ---: | ---: |",
+        *(
+            _row(label, *(_fmt(p[state][mode]["p50_ms"]) for state in STATES))
+            for mode, label in (("text", "full text"), ("hybrid", "hybrid"))
+        ),
+    ]
 
 
 def _readme_embedding(r: dict[str, Any], s: dict[str, Any]) -> list[str]:

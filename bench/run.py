@@ -11,7 +11,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import browse, embedding, env, hybrid, ingest, load, realtext, report, search
+from bench import (
+    browse,
+    embedding,
+    env,
+    hybrid,
+    ingest,
+    load,
+    pending,
+    realtext,
+    report,
+    search,
+)
 from bench.context import Context
 from bench.pg import Databases, raw_connect, server
 from bench.tiers import TIERS
@@ -23,6 +34,7 @@ SCENARIOS = (
     "exact",
     "browse",
     "hybrid",
+    "pending",
     "realtext",
     "embedding",
 )
@@ -97,6 +109,7 @@ async def run(
                     "exact": lambda: search.exact(ctx),
                     "browse": lambda: browse.run(ctx),
                     "hybrid": lambda: hybrid.run(ctx),
+                    "pending": lambda: pending.run(ctx),
                     "realtext": lambda: realtext.run(ctx),
                 }
                 if "error" not in result["scenarios"]["load"]:

@@ -85,6 +85,7 @@ def test_every_scenario_ran_without_error(s_tier: dict[str, Any]) -> None:
         "exact",
         "browse",
         "hybrid",
+        "pending",
         "realtext",
         "embedding",
     ):
@@ -148,6 +149,15 @@ def test_hybrid_and_real_text(s_tier: dict[str, Any]) -> None:
         assert 0.0 <= entry["kb"] <= 1.0
 
 
+def test_pending_entries_were_measured_then_merged(s_tier: dict[str, Any]) -> None:
+    pending = s_tier["scenarios"]["pending"]
+    # The write past kb left entries to merge, and kb merged them.
+    assert pending["pages_merged"] > 0
+    for state in ("before", "pending", "merged"):
+        for mode in ("text", "hybrid"):
+            assert pending[state][mode]["rows_min"] >= 1, (state, mode)
+
+
 def test_embedding_configurations(s_tier: dict[str, Any]) -> None:
     configs = s_tier["scenarios"]["embedding"]["configs"]
     default = configs["sentence-transformers fp32 (reference)"]
@@ -183,6 +193,7 @@ def test_readme_block_renders_every_scenario(s_tier: dict[str, Any]) -> None:
         "Exact top-10 of",
         "| kb keyset p50 ms |",
         "| rare terms (in ",
+        "| rare words after a write of ",
         "| local model, ",
         "| target (S tier) |",
     ):

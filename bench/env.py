@@ -121,3 +121,35 @@ async def postgres(conn: asyncpg.Connection) -> dict[str, Any]:
             settings[name] = None
     out["settings"] = settings
     return out
+
+
+# Writes PostgreSQL did in the background (PostgreSQL 17 moved the checkpointer's counters out
+# of pg_stat_bgwriter): a checkpoint spreading a load's dirty pages over a timed scenario
+# competes with it for the same cores.
+_WRITES_17 = (
+    "SELECT c.num_timed + c.num_requested AS checkpoints, c.buffers_written AS "
+    "checkpoint_buffers, b.buffers_clean AS bgwriter_buffers "
+    "FROM pg_stat_checkpointer c, pg_stat_bgwriter b"
+)
+_WRITES_OLD = (
+    "SELECT checkpoints_timed + checkpoints_req AS checkpoints, buffers_checkpoint AS "
+    "checkpoint_buffers, buffers_clean AS bgwriter_buffers FROM pg_stat_bgwriter"
+)
+
+
+async def background_writes(conn: asyncpg.Connection) -> dict[str, int] | None:
+    """Return the server's checkpoint and background-writer counters, if it shows them."""
+    for sql in (_WRITES_17, _WRITES_OLD):
+        try:
+            row = await conn.fetchrow(sql)
+        except asyncpg.PostgresError:
+            continue
+        if row is not None:
+            out = {k: int(v) for k, v in row.items()}
+            out["autovacuum_workers"] = int(
+                await conn.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'"
+                )
+            )
+            return out
+    return None

@@ -11,6 +11,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import asyncpg
+
 from bench import (
     browse,
     embedding,
@@ -45,6 +47,7 @@ async def _scenario(
 ) -> None:
     """Run one scenario; its failure is recorded (with the traceback) and the run goes on."""
     ctx.log(f"scenario {name}")
+    writes_before = await _background_writes(ctx)
     start = time.perf_counter()
     load_before = env.load()
     try:
@@ -60,6 +63,27 @@ async def _scenario(
         "loadavg_before": load_before,
         "loadavg_after": env.load(),
     }
+    writes_after = await _background_writes(ctx)
+    if writes_before and writes_after:
+        # What the server wrote in the background while the scenario ran.
+        result["timings"][name]["server_background"] = {
+            k: writes_after[k] - writes_before[k]
+            for k in writes_before
+            if k != "autovacuum_workers"
+        } | {"autovacuum_workers_after": writes_after["autovacuum_workers"]}
+
+
+async def _background_writes(ctx: Context) -> dict[str, int] | None:
+    if ctx.url is None:
+        return None
+    try:
+        conn = await raw_connect(ctx.url, vector_codec=False)
+        try:
+            return await env.background_writes(conn)
+        finally:
+            await conn.close()
+    except (OSError, asyncpg.PostgresError):
+        return None  # a diagnostic: its absence must not fail the run
 
 
 async def run(

@@ -75,6 +75,12 @@ def test_records_environment(s_tier: dict[str, Any]) -> None:
         assert pg["settings"][name], name
 
 
+def test_records_what_the_server_wrote_during_each_scenario(s_tier: dict[str, Any]) -> None:
+    for name in ("unfiltered", "filtered", "hybrid"):
+        background = s_tier["timings"][name]["server_background"]
+        assert background["checkpoint_buffers"] >= 0 and background["checkpoints"] >= 0, name
+
+
 def test_every_scenario_ran_without_error(s_tier: dict[str, Any]) -> None:
     scenarios = s_tier["scenarios"]
     for name in (

@@ -18,7 +18,6 @@ import zipfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
-import asyncpg
 import pytest
 import streamlit as st
 from sqlalchemy.engine import URL
@@ -26,9 +25,8 @@ from streamlit.testing.v1 import AppTest
 
 import kb
 from app_helpers import NOTES, TIMEOUT, Open, Seeded, frame, seed, texts
-from helpers import ROOT, settings_for, url_text
+from helpers import ROOT, login_role, settings_for, url_text
 from kb import embedded
-from kb.db import asyncpg_kwargs
 
 # The AppTest fixtures: open_app, seeded, release_bridges.
 pytest_plugins = ["app_fixtures"]
@@ -71,22 +69,11 @@ def count_documents(url: URL, collection: str) -> int | None:
 async def reader_url(seeded: tuple[URL, Seeded]) -> AsyncIterator[URL]:
     """The seeded database through a login role that may only SELECT (as the README says)."""
     url, _ = seeded
-    role = f"kb_ui_reader_{os.getpid()}"
-    admin = await asyncpg.connect(**asyncpg_kwargs(url))
-    try:
-        await admin.execute(f"CREATE ROLE {role} LOGIN")
-        await admin.execute(f'GRANT CONNECT ON DATABASE "{url.database}" TO {role}')
-        await admin.execute(f"GRANT USAGE ON SCHEMA public TO {role}")
-        await admin.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role}")
-        yield url.set(username=role)
-    finally:
-        st.cache_resource.clear()  # the app's bridges hold connections as the role
-        await admin.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1", role
-        )
-        await admin.execute(f"DROP OWNED BY {role}")
-        await admin.execute(f"DROP ROLE IF EXISTS {role}")
-        await admin.close()
+    async with login_role(url, f"kb_ui_reader_{os.getpid()}") as reader:
+        try:
+            yield reader
+        finally:
+            st.cache_resource.clear()  # the app's bridges hold connections as the role
 
 
 def test_the_write_controls_exist_when_writes_are_on(open_app: Open) -> None:

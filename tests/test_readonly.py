@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import text
 
 import kb
-from helpers import settings_for
+from helpers import login_role, settings_for
 from kb.db import asyncpg_kwargs
 
 
@@ -40,18 +40,15 @@ async def test_read_only_mode_refuses_writes_at_the_database(new_database) -> No
 
 async def test_select_only_role(new_database) -> None:  # type: ignore[no-untyped-def]
     url = await new_database()
-    role = f"kb_reader_{os.getpid()}"
     admin = await asyncpg.connect(**asyncpg_kwargs(url))
     try:
-        await admin.execute(f"CREATE ROLE {role} LOGIN")
-        await admin.execute(f'GRANT CONNECT ON DATABASE "{url.database}" TO {role}')
-        await admin.execute(f"GRANT USAGE ON SCHEMA public TO {role}")
-        await admin.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role}")
         await admin.execute(
             "INSERT INTO collections (name, embedder, model, dimension) "
             "VALUES ('shared', 'hashing', 'feature-hashing-3', 3)"
         )
-        reader_url = url.set(username=role)
+    finally:
+        await admin.close()
+    async with login_role(url, f"kb_reader_{os.getpid()}") as reader_url:
         # Without KB_READ_ONLY the role itself still refuses: a clear kb error.
         db = await kb.connect(settings_for(reader_url), url=reader_url, upgrade=False)
         try:
@@ -69,7 +66,3 @@ async def test_select_only_role(new_database) -> None:  # type: ignore[no-untype
             assert status.read_only and status.current_revision == status.head_revision
         finally:
             await ro.close()
-    finally:
-        await admin.execute(f"DROP OWNED BY {role}")
-        await admin.execute(f"DROP ROLE IF EXISTS {role}")
-        await admin.close()

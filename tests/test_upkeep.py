@@ -7,15 +7,13 @@ import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import asyncpg
 import numpy as np
 import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import URL
 
 import kb
-from helpers import settings_for
-from kb.db import asyncpg_kwargs
+from helpers import login_role, settings_for
 from kb.ingest import upkeep
 from kb.ingest.writer import Row, write_rows
 
@@ -102,26 +100,9 @@ async def test_a_failed_merge_is_a_warning_and_keeps_the_rows(
 @pytest.fixture
 async def writer_role(own_db: kb.Database) -> AsyncIterator[URL]:
     """A login role that may read and write every table of own_db but owns none of them."""
-    url = own_db.url
-    role = f"kb_writer_{os.getpid()}"
-    admin = await asyncpg.connect(**asyncpg_kwargs(url))
-    try:
-        await admin.execute(f"DROP ROLE IF EXISTS {role}")
-        await admin.execute(f"CREATE ROLE {role} LOGIN")
-        await admin.execute(f'GRANT CONNECT, TEMP ON DATABASE "{url.database}" TO {role}')
-        await admin.execute(f"GRANT USAGE ON SCHEMA public TO {role}")
-        await admin.execute(
-            f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}"
-        )
-        await admin.execute(f"GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {role}")
-        yield url.set(username=role)
-        await admin.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1", role
-        )
-        await admin.execute(f"DROP OWNED BY {role}")
-        await admin.execute(f"DROP ROLE IF EXISTS {role}")
-    finally:
-        await admin.close()
+    privileges = "SELECT, INSERT, UPDATE, DELETE"
+    async with login_role(own_db.url, f"kb_writer_{os.getpid()}", privileges) as url:
+        yield url
 
 
 async def test_a_role_that_does_not_own_the_indexes_leaves_them_to_autovacuum(

@@ -14,6 +14,7 @@ from sqlalchemy.engine import URL
 
 import kb
 from helpers import login_role, settings_for
+from kb import terms
 from kb.ingest import upkeep
 from kb.ingest.writer import Row, write_rows
 
@@ -40,6 +41,18 @@ async def _collection(db: kb.Database, name: str) -> None:
         )
 
 
+async def _write_past_kb(db: kb.Database) -> None:
+    """Copy every stored document with a plain INSERT, as a writer other than kb would."""
+    async with db.session() as s:
+        await s.execute(
+            text(
+                "INSERT INTO documents (collection_id, title, source, chunk_index, content, "
+                "metadata, content_hash, embedding) SELECT collection_id, title, 'raw/' || source, "
+                "chunk_index, content, metadata, content_hash, embedding FROM documents"
+            )
+        )
+
+
 def _rows(prefix: str) -> list[Row]:
     return [
         Row(
@@ -57,14 +70,7 @@ async def test_write_rows_leaves_no_pending_gin_entries(own_db: kb.Database) -> 
     await write_rows(own_db, "sea", _rows("a"))
     assert await _pending_pages(own_db) == {ix: 0 for ix in GIN_INDEXES}
     # The same rows written past kb do wait in the lists: the check above can fail.
-    async with own_db.session() as s:
-        await s.execute(
-            text(
-                "INSERT INTO documents (collection_id, title, source, chunk_index, content, "
-                "metadata, content_hash, embedding) SELECT collection_id, title, 'raw/' || source, "
-                "chunk_index, content, metadata, content_hash, embedding FROM documents"
-            )
-        )
+    await _write_past_kb(own_db)
     pending = await _pending_pages(own_db)
     assert all(pages > 0 for pages in pending.values()), pending
 
@@ -78,23 +84,50 @@ async def test_ingest_leaves_no_pending_gin_entries(own_db: kb.Database, tmp_pat
 
 
 async def test_a_failed_merge_is_a_warning_and_keeps_the_rows(
-    own_db: kb.Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    own_db: kb.Database,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    counted: list[int] = []
+
     async def refused(db: kb.Database) -> int:
         raise RuntimeError("merge refused")
 
+    async def count(db: kb.Database, collection_id: int) -> None:
+        counted.append(collection_id)
+
     monkeypatch.setattr(upkeep, "merge_pending", refused)
+    monkeypatch.setattr(terms, "count_terms_if_due", count)
     (tmp_path / "a.md").write_text("harbour tide\n")
     report = await kb.ingest(own_db, [tmp_path], collection="notes", embedder="hashing")
     assert report.chunks_added == 1
     [warning] = report.warnings
     assert "could not be merged (merge refused)" in warning.message
+    # Said once, in the report; the steps after the merge still ran.
+    assert "merge refused" not in caplog.text
+    assert len(counted) == 1
     async with own_db.session() as s:
         [info] = await kb.list_collections(s)
     assert info.documents == 1
-    # The bulk writer logs it and returns what it wrote.
+    # The bulk writer has no report: it logs the problem and returns what it wrote.
     await _collection(own_db, "sea")
     assert await write_rows(own_db, "sea", _rows("b")) == len(VECTORS)
+    assert "collection sea: the new entries of its full-text and metadata" in caplog.text
+    assert len(counted) == 2
+
+
+async def test_a_read_only_handle_merges_nothing(own_db: kb.Database) -> None:
+    await _collection(own_db, "sea")
+    await write_rows(own_db, "sea", _rows("a"))
+    await _write_past_kb(own_db)
+    reader = await kb.connect(settings_for(own_db.url, read_only=True), url=own_db.url)
+    try:
+        assert await upkeep.after_write(reader, 1, indexed=True) == []
+    finally:
+        await reader.close()
+    pending = await _pending_pages(own_db)
+    assert all(pages > 0 for pages in pending.values()), pending
 
 
 @pytest.fixture
@@ -106,7 +139,7 @@ async def writer_role(own_db: kb.Database) -> AsyncIterator[URL]:
 
 
 async def test_a_role_that_does_not_own_the_indexes_leaves_them_to_autovacuum(
-    own_db: kb.Database, writer_role: URL
+    own_db: kb.Database, writer_role: URL, caplog: pytest.LogCaptureFixture
 ) -> None:
     await _collection(own_db, "sea")
     writer = await kb.connect(settings_for(writer_role), url=writer_role, upgrade=False)
@@ -114,6 +147,7 @@ async def test_a_role_that_does_not_own_the_indexes_leaves_them_to_autovacuum(
         assert await upkeep.merge_pending(writer) == 0
         # No error, no warning: the entries wait for autovacuum (the owner's merge).
         assert await write_rows(writer, "sea", _rows("c")) == len(VECTORS)
+        assert "collection sea" not in caplog.text
     finally:
         await writer.close()
     pending = await _pending_pages(own_db)

@@ -6,7 +6,6 @@ warning with its consequence, never as the write's error (the rows are already s
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -15,8 +14,6 @@ from sqlalchemy import text
 from kb import calibration, terms
 from kb.database import Database
 from kb.db import translating
-
-log = logging.getLogger(__name__)
 
 # PostgreSQL queues a GIN index's new entries in a pending list (up to gin_pending_list_limit,
 # 4 MB by default) and merges them only when the list overflows or VACUUM runs. Every search
@@ -86,7 +83,12 @@ async def after_write(db: Database, collection_id: int, *, indexed: bool) -> lis
     """Run the upkeep steps of a finished write; return the consequences of those that failed.
 
     `indexed` says whether the collection's vector index exists: ef_search is measured on it.
+    The caller reports what failed (a report's warnings, a log): nothing is logged here.
     """
+    if db.settings.read_only:
+        # The merge writes index pages even in a read-only transaction: a read-only handle
+        # wrote nothing to keep up.
+        return []
     # Merged first: the measurements then read the indexes as searches will.
     steps = [MERGE_PENDING, MEASURE_EF] if indexed else [MERGE_PENDING]
     steps.append(COUNT_TERMS)
@@ -96,7 +98,5 @@ async def after_write(db: Database, collection_id: int, *, indexed: bool) -> lis
             with translating(db.url):
                 await step.run(db, collection_id)
         except Exception as exc:
-            problem = step.consequence.format(exc=exc)
-            log.warning("collection %s: %s", collection_id, problem)
-            problems.append(problem)
+            problems.append(step.consequence.format(exc=exc))
     return problems

@@ -668,5 +668,6 @@ async def write_rows(
                     await pending
         await indexing.ensure_index(db, collection_id, dimension, metric)
         # Upkeep after the rows are written: a failure is logged, never the call's error.
-        await upkeep.after_write(db, collection_id, indexed=True)
+        for problem in await upkeep.after_write(db, collection_id, indexed=True):
+            log.warning("collection %s: %s", collection, problem)
     return written

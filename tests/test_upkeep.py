@@ -15,7 +15,7 @@ from sqlalchemy.engine import URL
 import kb
 from helpers import login_role, settings_for
 from kb import terms
-from kb.ingest import upkeep
+from kb.ingest import indexing, upkeep
 from kb.ingest.writer import Row, write_rows
 
 DIM = 8
@@ -115,6 +115,22 @@ async def test_a_failed_merge_is_a_warning_and_keeps_the_rows(
     assert await write_rows(own_db, "sea", _rows("b")) == len(VECTORS)
     assert "collection sea: the new entries of its full-text and metadata" in caplog.text
     assert len(counted) == 2
+
+
+async def test_the_writer_merges_even_when_the_index_build_fails(
+    own_db: kb.Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken(*args: object) -> bool:
+        raise RuntimeError("index build failed")
+
+    monkeypatch.setattr(indexing, "ensure_index", broken)
+    await _collection(own_db, "sea")
+    with pytest.raises(RuntimeError, match="index build failed"):
+        await write_rows(own_db, "sea", _rows("a"))
+    async with own_db.session() as s:
+        [info] = await kb.list_collections(s)
+    assert info.documents == len(VECTORS)
+    assert await _pending_pages(own_db) == {ix: 0 for ix in GIN_INDEXES}
 
 
 async def test_a_read_only_handle_merges_nothing(own_db: kb.Database) -> None:

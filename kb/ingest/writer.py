@@ -666,8 +666,13 @@ async def write_rows(
                 pending.cancel()
                 with suppress(BaseException):
                     await pending
-        await indexing.ensure_index(db, collection_id, dimension, metric)
-        # Upkeep after the rows are written: a failure is logged, never the call's error.
-        for problem in await upkeep.after_write(db, collection_id, indexed=True):
-            log.warning("collection %s: %s", collection, problem)
+        indexed = False
+        try:
+            await indexing.ensure_index(db, collection_id, dimension, metric)
+            indexed = True
+        finally:
+            # Upkeep after the rows are written, even when the index build failed (its error
+            # is the call's): a failed step is logged, never the call's error.
+            for problem in await upkeep.after_write(db, collection_id, indexed=indexed):
+                log.warning("collection %s: %s", collection, problem)
     return written

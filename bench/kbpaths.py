@@ -59,9 +59,9 @@ class _IndexClock:
     """Time kb's index build and its ef_search measurement inside a kb call, so load, index
     and calibration times are reported apart (a collection reaching 20,000 documents is
     calibrated at the end of the ingest that got it there, see kb.calibration). The count of
-    the collection's common words (kb.terms) and the merge of its GIN indexes' pending entries
-    (kb.ingest.upkeep), like the index, ready the collection for fast searches after the
-    load: they count as index time."""
+    the collection's common words (kb.terms), the merge of its GIN indexes' pending entries and
+    the refresh of the planner's statistics (kb.ingest.upkeep), like the index, ready the
+    collection for fast searches after the load: they count as index time."""
 
     def __enter__(self) -> _IndexClock:
         from kb import calibration, terms
@@ -74,6 +74,7 @@ class _IndexClock:
             (calibration, "calibrate_if_due", calibration.calibrate_if_due, "calibrate_seconds"),
             (terms, "count_terms_if_due", terms.count_terms_if_due, "seconds"),
             (upkeep, "merge_pending", upkeep.merge_pending, "seconds"),
+            (upkeep, "refresh_statistics", upkeep.refresh_statistics, "seconds"),
         ]
         for module, name, original, counter in self.patched:
             setattr(module, name, self._timed(original, counter))

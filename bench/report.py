@@ -342,8 +342,9 @@ def _readme_ingest(r: dict[str, Any], s: dict[str, Any]) -> list[str]:
     out += [
         "",
         "rows/s is rows over the load; time until searchable adds the index build, and for kb "
-        "the count of the collection's common words that follows it (kb.terms) and the merge "
-        "of its GIN indexes' pending entries (kb.ingest.upkeep).",
+        "the count of the collection's common words that follows it (kb.terms), the merge "
+        "of its GIN indexes' pending entries and the refresh of the planner's statistics "
+        "(kb.ingest.upkeep).",
     ]
     measured = _get(s, "ingest", "d384", "kb", "calibrate_s")
     if measured:

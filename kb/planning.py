@@ -73,6 +73,11 @@ _recent: weakref.WeakKeyDictionary[Engine, OrderedDict[str, tuple[float, Estimat
 )
 
 
+def forget_estimates(engine: Engine) -> None:
+    """Drop the estimates remembered for an engine's searches (its statistics just changed)."""
+    _recent.pop(engine, None)
+
+
 async def estimate(
     session: AsyncSession, collections: Sequence[CollectionRef], where_sql: str, params: Any
 ) -> Estimate:

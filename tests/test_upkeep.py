@@ -3,6 +3,7 @@ after an ingest do not read them one by one; a failed step is a warning, the row
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -139,7 +140,7 @@ async def test_a_read_only_handle_merges_nothing(own_db: kb.Database) -> None:
     await _write_past_kb(own_db)
     reader = await kb.connect(settings_for(own_db.url, read_only=True), url=own_db.url)
     try:
-        assert await upkeep.after_write(reader, 1, indexed=True) == []
+        assert await upkeep.after_write(reader, 1, indexed=True, written=1) == []
     finally:
         await reader.close()
     pending = await _pending_pages(own_db)
@@ -168,3 +169,45 @@ async def test_a_role_that_does_not_own_the_indexes_leaves_them_to_autovacuum(
         await writer.close()
     pending = await _pending_pages(own_db)
     assert all(pages > 0 for pages in pending.values()), pending
+
+
+async def _estimate(db: kb.Database, collection: str) -> float:
+    """Return the planner's row estimate for a collection's documents."""
+    async with db.session() as s:
+        coll = await kb.get_collection(s, collection)
+        plan = await s.scalar(
+            text(f"EXPLAIN (FORMAT JSON) SELECT 1 FROM documents WHERE collection_id = {coll.id}")
+        )
+    plan = json.loads(plan) if isinstance(plan, str) else plan
+    return float(plan[0]["Plan"]["Plan Rows"])
+
+
+async def test_a_large_write_the_planner_misses_refreshes_its_statistics(
+    own_db: kb.Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(upkeep, "ANALYZE_MIN_ROWS", 30)
+    await _collection(own_db, "sea")
+    await write_rows(own_db, "sea", _rows("a"))
+    async with own_db.session() as s:
+        await s.execute(text("ANALYZE documents"))  # the statistics know "sea" alone
+    # Written past kb, a new collection stays unseen by the planner.
+    await _collection(own_db, "raw")
+    async with own_db.session() as s:
+        await s.execute(
+            text(
+                "INSERT INTO documents (collection_id, title, source, chunk_index, content, "
+                "metadata, content_hash, embedding) SELECT c.id, d.title, d.source, "
+                "d.chunk_index, d.content, d.metadata, d.content_hash, d.embedding "
+                "FROM documents d, collections c WHERE c.name = 'raw'"
+            )
+        )
+    assert await _estimate(own_db, "raw") < 5
+    # Written by kb, it is analyzed, and searches plan with it.
+    await _collection(own_db, "lake")
+    await write_rows(own_db, "lake", _rows("b"))
+    assert await _estimate(own_db, "lake") >= len(VECTORS) / 2
+    async with own_db.session() as s:
+        lake = (await kb.get_collection(s, "lake")).id
+    # Known now, or too few rows: no second ANALYZE.
+    assert not await upkeep.refresh_statistics(own_db, lake, len(VECTORS))
+    assert not await upkeep.refresh_statistics(own_db, lake + 100, 29)

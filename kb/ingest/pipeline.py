@@ -485,7 +485,10 @@ class _Run:
             indexed = False
         else:
             indexed = True
-        for problem in await upkeep.after_write(self.db, self.collection.id, indexed=indexed):
+        problems = await upkeep.after_write(
+            self.db, self.collection.id, indexed=indexed, written=self.added + self.replaced
+        )
+        for problem in problems:
             self.warnings.append(FileWarning(f"collection {self.collection.name}", problem))
         self.index_seconds = time.perf_counter() - started
 

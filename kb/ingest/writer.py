@@ -673,6 +673,7 @@ async def write_rows(
         finally:
             # Upkeep after the rows are written, even when the index build failed (its error
             # is the call's): a failed step is logged, never the call's error.
-            for problem in await upkeep.after_write(db, collection_id, indexed=indexed):
+            done = await upkeep.after_write(db, collection_id, indexed=indexed, written=written)
+            for problem in done:
                 log.warning("collection %s: %s", collection, problem)
     return written

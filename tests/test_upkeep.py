@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -140,7 +141,7 @@ async def test_a_read_only_handle_merges_nothing(own_db: kb.Database) -> None:
     await _write_past_kb(own_db)
     reader = await kb.connect(settings_for(own_db.url, read_only=True), url=own_db.url)
     try:
-        assert await upkeep.after_write(reader, 1, indexed=True, written=1) == []
+        assert await upkeep.after_write(reader, 1, indexed=True, added=1) == []
     finally:
         await reader.close()
     pending = await _pending_pages(own_db)
@@ -156,15 +157,21 @@ async def writer_role(own_db: kb.Database) -> AsyncIterator[URL]:
 
 
 async def test_a_role_that_does_not_own_the_indexes_leaves_them_to_autovacuum(
-    own_db: kb.Database, writer_role: URL, caplog: pytest.LogCaptureFixture
+    own_db: kb.Database,
+    writer_role: URL,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     await _collection(own_db, "sea")
     writer = await kb.connect(settings_for(writer_role), url=writer_role, upgrade=False)
     try:
         assert await upkeep.merge_pending(writer) == 0
         # No error, no warning: the entries wait for autovacuum (the owner's merge).
+        monkeypatch.setattr(upkeep, "ANALYZE_MIN_ROWS", 30)
         assert await write_rows(writer, "sea", _rows("c")) == len(VECTORS)
         assert "collection sea" not in caplog.text
+        # Nor may it analyze the table: it does not try.
+        assert not await upkeep.refresh_statistics(writer, 1, len(VECTORS))
     finally:
         await writer.close()
     pending = await _pending_pages(own_db)
@@ -182,12 +189,28 @@ async def _estimate(db: kb.Database, collection: str) -> float:
     return float(plan[0]["Plan"]["Plan Rows"])
 
 
-async def test_a_large_write_the_planner_misses_refreshes_its_statistics(
-    own_db: kb.Database, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def analyses(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, bool]]:
+    """Record each statistics refresh kb's writes ask for: (rows added, whether it ran)."""
     monkeypatch.setattr(upkeep, "ANALYZE_MIN_ROWS", 30)
+    original = upkeep.refresh_statistics
+    seen: list[tuple[int, bool]] = []
+
+    async def recorded(db: kb.Database, collection_id: int, added: int) -> bool:
+        ran = await original(db, collection_id, added)
+        seen.append((added, ran))
+        return ran
+
+    monkeypatch.setattr(upkeep, "refresh_statistics", recorded)
+    return seen
+
+
+async def test_a_large_write_the_planner_misses_refreshes_its_statistics(
+    own_db: kb.Database, analyses: list[tuple[int, bool]]
+) -> None:
     await _collection(own_db, "sea")
     await write_rows(own_db, "sea", _rows("a"))
+    assert analyses == [(len(VECTORS), True)]
     async with own_db.session() as s:
         await s.execute(text("ANALYZE documents"))  # the statistics know "sea" alone
     # Written past kb, a new collection stays unseen by the planner.
@@ -205,9 +228,28 @@ async def test_a_large_write_the_planner_misses_refreshes_its_statistics(
     # Written by kb, it is analyzed, and searches plan with it.
     await _collection(own_db, "lake")
     await write_rows(own_db, "lake", _rows("b"))
+    assert analyses[-1] == (len(VECTORS), True)
     assert await _estimate(own_db, "lake") >= len(VECTORS) / 2
+    # Rewritten rows are not new to the planner; known or too few rows: no ANALYZE.
+    changed = [replace(row, content=row.content + " changed") for row in _rows("b")]
+    assert await write_rows(own_db, "lake", changed) == len(VECTORS)
+    assert analyses[-1] == (0, False)
     async with own_db.session() as s:
         lake = (await kb.get_collection(s, "lake")).id
-    # Known now, or too few rows: no second ANALYZE.
     assert not await upkeep.refresh_statistics(own_db, lake, len(VECTORS))
-    assert not await upkeep.refresh_statistics(own_db, lake + 100, 29)
+
+
+async def test_an_ingest_counts_the_chunks_it_added(
+    own_db: kb.Database, tmp_path: Path, analyses: list[tuple[int, bool]]
+) -> None:
+    for i in range(36):
+        (tmp_path / f"note{i}.md").write_text(f"harbour tide and the number {i}\n")
+    await kb.ingest(own_db, [tmp_path], collection="notes", embedder="hashing")
+    assert analyses == [(36, True)]
+    assert await _estimate(own_db, "notes") >= 18
+    # The same files changed: replaced chunks, none added.
+    for i in range(36):
+        (tmp_path / f"note{i}.md").write_text(f"harbour tide and the new number {i}\n")
+    report = await kb.ingest(own_db, [tmp_path], collection="notes", embedder="hashing")
+    assert report.chunks_replaced == 36
+    assert analyses[-1] == (0, False)

@@ -486,7 +486,11 @@ class _Run:
         else:
             indexed = True
         problems = await upkeep.after_write(
-            self.db, self.collection.id, indexed=indexed, written=self.added + self.replaced
+            # `added` counts replaced chunks too: those rows were there before.
+            self.db,
+            self.collection.id,
+            indexed=indexed,
+            added=self.added - self.replaced,
         )
         for problem in problems:
             self.warnings.append(FileWarning(f"collection {self.collection.name}", problem))

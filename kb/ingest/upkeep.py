@@ -41,15 +41,22 @@ WHERE i.indrelid = to_regclass('documents') AND am.amname = 'gin' AND i.indisval
 # row). kb's filtered searches choose their path from those estimates (kb.planning), so under
 # a 5 % filter they ran approximately at the default ef_search instead of exactly, and under a
 # 1 % one took 17 ms instead of 6. ANALYZE samples a fixed 30,000 rows (1.3 s there), so it
-# runs only after writes of many rows that the planner does not know of yet.
+# runs only after a write added many rows and the planner knows of fewer rows in the
+# collection than were added (the collection more than doubled since its statistics).
 ANALYZE_MIN_ROWS = 5000
+# ANALYZE waits for index builds running CONCURRENTLY (another ingest's, a reindex): rather
+# than hold this write's end, it is left to the next write or to autovacuum.
+ANALYZE_LOCK_TIMEOUT = "2s"
 
 
-async def refresh_statistics(db: Database, collection_id: int, written: int) -> bool:
+async def refresh_statistics(db: Database, collection_id: int, added: int) -> bool:
     """ANALYZE the documents after a large write the planner misses; return whether it ran."""
-    if written < ANALYZE_MIN_ROWS:
+    if added < ANALYZE_MIN_ROWS:
         return False
     async with db.session() as s:
+        # Only the table's owner may analyze it (others get a warning the driver drops).
+        if not await s.scalar(text(OWNS_DOCUMENTS_SQL)):
+            return False
         rows = await fetch_all(
             s,
             "EXPLAIN (FORMAT JSON) SELECT 1 FROM documents "  # noqa: S608 (an int)
@@ -58,11 +65,17 @@ async def refresh_statistics(db: Database, collection_id: int, written: int) -> 
         plan = rows[0][0]
         if isinstance(plan, str):
             plan = json.loads(plan)
-        if float(plan[0]["Plan"]["Plan Rows"]) >= written:
+        if float(plan[0]["Plan"]["Plan Rows"]) >= added:
             return False
+        await s.execute(text(f"SET LOCAL lock_timeout = '{ANALYZE_LOCK_TIMEOUT}'"))
         await s.execute(text("ANALYZE documents"))
     planning.forget_estimates(db.engine.sync_engine)
     return True
+
+
+OWNS_DOCUMENTS_SQL = (
+    "SELECT pg_has_role(relowner, 'USAGE') FROM pg_class WHERE oid = to_regclass('documents')"
+)
 
 
 async def merge_pending(db: Database) -> int:
@@ -82,19 +95,19 @@ class Step:
 
 # The steps look their functions up when they run, so a wrapped function (a benchmark's
 # clock, a test's stand-in) is the one called.
-async def _merge(db: Database, collection_id: int, written: int) -> None:
+async def _merge(db: Database, collection_id: int, added: int) -> None:
     await merge_pending(db)
 
 
-async def _analyze(db: Database, collection_id: int, written: int) -> None:
-    await refresh_statistics(db, collection_id, written)
+async def _analyze(db: Database, collection_id: int, added: int) -> None:
+    await refresh_statistics(db, collection_id, added)
 
 
-async def _measure_ef(db: Database, collection_id: int, written: int) -> None:
+async def _measure_ef(db: Database, collection_id: int, added: int) -> None:
     await calibration.calibrate_if_due(db, collection_id)
 
 
-async def _count_terms(db: Database, collection_id: int, written: int) -> None:
+async def _count_terms(db: Database, collection_id: int, added: int) -> None:
     await terms.count_terms_if_due(db, collection_id)
 
 
@@ -120,13 +133,11 @@ COUNT_TERMS = Step(
 )
 
 
-async def after_write(
-    db: Database, collection_id: int, *, indexed: bool, written: int
-) -> list[str]:
+async def after_write(db: Database, collection_id: int, *, indexed: bool, added: int) -> list[str]:
     """Run the upkeep steps of a finished write; return the consequences of those that failed.
 
     `indexed` says whether the collection's vector index exists: ef_search is measured on it.
-    `written` is how many rows the write added or changed.
+    `added` is how many new rows the write stored (not counting rows it replaced).
     The caller reports what failed (a report's warnings, a log): nothing is logged here.
     """
     if db.settings.read_only:
@@ -140,7 +151,7 @@ async def after_write(
     for step in steps:
         try:
             with translating(db.url):
-                await step.run(db, collection_id, written)
+                await step.run(db, collection_id, added)
         except Exception as exc:
             problems.append(step.consequence.format(exc=exc))
     return problems

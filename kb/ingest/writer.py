@@ -618,7 +618,10 @@ async def write_rows(
         if defer_index and await indexing.collection_is_empty(db, collection_id):
             await indexing.drop_for_load(db, collection_id)
 
+        inserted = 0
+
         async def flush(prepared: _Prepared, copying: asyncio.Event) -> int:
+            nonlocal inserted
             async with db.session() as s:
                 result = await _write(
                     s,
@@ -629,6 +632,7 @@ async def write_rows(
                     {},
                     copying,
                 )
+            inserted += len(result.inserted)
             return len(result.inserted) + len(result.updated)
 
         preparer = _Preparer(collection_id, dimension)
@@ -673,7 +677,7 @@ async def write_rows(
         finally:
             # Upkeep after the rows are written, even when the index build failed (its error
             # is the call's): a failed step is logged, never the call's error.
-            done = await upkeep.after_write(db, collection_id, indexed=indexed, written=written)
+            done = await upkeep.after_write(db, collection_id, indexed=indexed, added=inserted)
             for problem in done:
                 log.warning("collection %s: %s", collection, problem)
     return written

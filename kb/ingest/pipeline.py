@@ -485,12 +485,10 @@ class _Run:
             indexed = False
         else:
             indexed = True
+        # `added` counts replaced chunks too: those rows were there before.
+        new_rows = self.added - self.replaced
         problems = await upkeep.after_write(
-            # `added` counts replaced chunks too: those rows were there before.
-            self.db,
-            self.collection.id,
-            indexed=indexed,
-            added=self.added - self.replaced,
+            self.db, self.collection.id, indexed=indexed, added=new_rows
         )
         for problem in problems:
             self.warnings.append(FileWarning(f"collection {self.collection.name}", problem))

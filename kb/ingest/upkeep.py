@@ -47,6 +47,10 @@ ANALYZE_MIN_ROWS = 5000
 # ANALYZE waits for index builds running CONCURRENTLY (another ingest's, a reindex): rather
 # than hold this write's end, it is left to the next write or to autovacuum.
 ANALYZE_LOCK_TIMEOUT = "2s"
+# Only the table's owner may analyze it (others get a warning the driver drops).
+OWNS_DOCUMENTS_SQL = (
+    "SELECT pg_has_role(relowner, 'USAGE') FROM pg_class WHERE oid = to_regclass('documents')"
+)
 
 
 async def refresh_statistics(db: Database, collection_id: int, added: int) -> bool:
@@ -54,7 +58,6 @@ async def refresh_statistics(db: Database, collection_id: int, added: int) -> bo
     if added < ANALYZE_MIN_ROWS:
         return False
     async with db.session() as s:
-        # Only the table's owner may analyze it (others get a warning the driver drops).
         if not await s.scalar(text(OWNS_DOCUMENTS_SQL)):
             return False
         rows = await fetch_all(
@@ -71,11 +74,6 @@ async def refresh_statistics(db: Database, collection_id: int, added: int) -> bo
         await s.execute(text("ANALYZE documents"))
     planning.forget_estimates(db.engine.sync_engine)
     return True
-
-
-OWNS_DOCUMENTS_SQL = (
-    "SELECT pg_has_role(relowner, 'USAGE') FROM pg_class WHERE oid = to_regclass('documents')"
-)
 
 
 async def merge_pending(db: Database) -> int:

@@ -670,14 +670,17 @@ async def write_rows(
                 pending.cancel()
                 with suppress(BaseException):
                     await pending
-        indexed = False
-        try:
-            await indexing.ensure_index(db, collection_id, dimension, metric)
-            indexed = True
-        finally:
-            # Upkeep after the rows are written, even when the index build failed (its error
-            # is the call's): a failed step is logged, never the call's error.
+
+        async def keep_up(indexed: bool) -> None:
+            # After the rows are written: a failed step is logged, never the call's error.
             done = await upkeep.after_write(db, collection_id, indexed=indexed, added=inserted)
             for problem in done:
                 log.warning("collection %s: %s", collection, problem)
+
+        try:
+            await indexing.ensure_index(db, collection_id, dimension, metric)
+        except Exception:
+            await keep_up(indexed=False)  # the rows are stored: the build's error is the call's
+            raise
+        await keep_up(indexed=True)
     return written

@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 import kb
-from bench import baselines, data, kbpaths, timing
+from bench import baselines, data, kbpaths, search
 from bench.context import Context
 from bench.pg import raw_connect
 from bench.tiers import K
@@ -24,26 +24,22 @@ MODES = ("text", "hybrid")
 SCRATCH = "pending_write"
 
 
-async def _measure(ctx: Context, searches: dict[str, kbpaths.Search], items: list[Any]) -> Any:
-    for mode in MODES:
-        for word, vec in items[:3]:
-            await searches[mode].run(None if mode == "text" else vec, word)
-    passes: dict[str, list[dict[str, float]]] = {mode: [] for mode in MODES}
-    rows: dict[str, list[int]] = {mode: [] for mode in MODES}
-    for _ in range(ctx.tier.repeats):
-        lat: dict[str, list[float]] = {mode: [] for mode in MODES}
-        for i, (word, vec) in enumerate(items):
-            for mode in MODES[i % 2 :] + MODES[: i % 2]:
-                start = time.perf_counter()
-                found = await searches[mode].run(None if mode == "text" else vec, word)
-                lat[mode].append(time.perf_counter() - start)
-                rows[mode].append(len(found))
-        for mode in MODES:
-            passes[mode].append(timing.summary(lat[mode]))
-    return {
-        mode: {**timing.median_of_passes(passes[mode]), "rows_min": min(rows[mode])}
-        for mode in MODES
-    }
+def _fns(searches: dict[str, kbpaths.Search]) -> dict[str, Any]:
+    """Each mode as a query function of (word, vector), for bench.search.measure."""
+
+    async def text(item: tuple[str, Any]) -> Any:
+        return await searches["text"].run(None, item[0])
+
+    async def hybrid(item: tuple[str, Any]) -> Any:
+        return await searches["hybrid"].run(item[1], item[0])
+
+    return {"text": text, "hybrid": hybrid}
+
+
+async def _measure(ctx: Context, fns: dict[str, Any], items: list[Any]) -> dict[str, Any]:
+    out = await search.measure(fns, items, ctx.tier.repeats, None)
+    out.pop("_found")
+    return out
 
 
 async def run(ctx: Context) -> dict[str, Any]:
@@ -53,10 +49,10 @@ async def run(ctx: Context) -> dict[str, Any]:
     if not rare:
         return {"error": "no rare term in the generated text"}
     items = [(word, ctx.queries[i % len(ctx.queries)]) for i, (word, _) in enumerate(rare)]
-    searches = {mode: kbpaths.Search(ctx.kb_db, "main", k=K, mode=mode) for mode in MODES}
+    fns = _fns({mode: kbpaths.Search(ctx.kb_db, "main", k=K, mode=mode) for mode in MODES})
     written = ctx.by_collection[min(ctx.by_collection, key=lambda s: abs(s - 0.01))]
     out: dict[str, Any] = {"terms": [w for w, _ in rare], "rows_written": len(written)}
-    out["before"] = await _measure(ctx, searches, items)
+    out["before"] = await _measure(ctx, fns, items)
     cid = await kbpaths.create_collection(ctx.kb_db, SCRATCH, written.dim, "hashing")
     conn = await raw_connect(ctx.url)
     try:
@@ -65,11 +61,11 @@ async def run(ctx: Context) -> dict[str, Any]:
             records=baselines.copy_records(written, cid),
             columns=baselines.COPY_COLUMNS,
         )
-        out["pending"] = await _measure(ctx, searches, items)
+        out["pending"] = await _measure(ctx, fns, items)
         start = time.perf_counter()
         out["pages_merged"] = await upkeep.merge_pending(ctx.kb_db)
         out["merge_s"] = round(time.perf_counter() - start, 3)
-        out["merged"] = await _measure(ctx, searches, items)
+        out["merged"] = await _measure(ctx, fns, items)
     finally:
         async with ctx.kb_db.session() as s:
             await kb.delete_collection(s, SCRATCH)

@@ -49,9 +49,9 @@ class KbVector:
         return [self.seq[uuid.UUID(int=r["id"].int)] for r in rows]
 
 
-async def _measure(
+async def measure(
     fns: dict[str, Query],
-    queries: np.ndarray,
+    queries: Sequence[Any],
     repeats: int,
     truth: np.ndarray | None,
     expected_rows: int = K,
@@ -139,12 +139,12 @@ async def unfiltered(ctx: Context) -> dict[str, Any]:
             # are timed apart (lancedb's worker threads outlive a query and would slow
             # whichever engine ran next).
             fns: dict[str, Query] = {"kb": kbv.kb, "raw asyncpg (same SQL)": kbv.raw_query}
-            measured = await _measure(fns, queries, t.repeats, truth)
+            measured = await measure(fns, queries, t.repeats, truth)
             found_lists = measured.pop("_found")
             for engine in loaded:
                 if engine.supports_ef:
                     engine.set_ef(ef)
-                    alone = await _measure(
+                    alone = await measure(
                         {engine.name: timing.sync_as_async(lambda q, e=engine: e.query(q, K))},
                         queries,
                         t.repeats,
@@ -172,7 +172,7 @@ async def unfiltered(ctx: Context) -> dict[str, Any]:
         result["fixed_ef_engines"] = {}
         for name, fn in once.items():
             # Each on its own: one engine's background threads must not slow the next.
-            alone = await _measure({name: fn}, few, t.repeats, truth[: len(few)])
+            alone = await measure({name: fn}, few, t.repeats, truth[: len(few)])
             alone.pop("_found")
             result["fixed_ef_engines"].update(alone)
 
@@ -259,7 +259,7 @@ async def _overhead(ctx: Context, queries: np.ndarray) -> dict[str, Any]:
         "kb search call": whole,
     }
     try:
-        measured = await _measure(fns, queries, ctx.tier.repeats, None)
+        measured = await measure(fns, queries, ctx.tier.repeats, None)
     finally:
         await pool.close()
     measured.pop("_found")
@@ -297,7 +297,7 @@ async def filtered(ctx: Context) -> dict[str, Any]:
                     pool,
                 )
                 fns["kb exact"] = kbx.kb
-            m = await _measure(
+            m = await measure(
                 fns,
                 queries,
                 t.repeats,
@@ -313,7 +313,7 @@ async def filtered(ctx: Context) -> dict[str, Any]:
             ctruth = timing.exact_top_k(cds.vectors, queries, K)
             kbc = KbVector(ctx, kbpaths.Search(ctx.kb_db, cds.name, k=K), pool)
             await kbc.prepare_raw(queries[0])
-            c = await _measure(
+            c = await measure(
                 {"kb": kbc.kb, "raw asyncpg (same SQL)": kbc.raw_query},
                 queries,
                 t.repeats,
@@ -365,7 +365,7 @@ async def exact(ctx: Context) -> dict[str, Any]:
             "PostgreSQL seq scan": seqscan,
             "numpy": timing.sync_as_async(lambda q: numpy_engine.query(q, K)),
         }
-        out = await _measure(fns, queries, t.repeats, truth)
+        out = await measure(fns, queries, t.repeats, truth)
         out.pop("_found")
         ctx.log(f"exact: kb p50 {out['kb exact']['p50_ms']:.1f}ms")
         return out

@@ -100,6 +100,16 @@ async def estimate(
     return found
 
 
+async def planned(session: AsyncSession, explain_sql: str, params: Any = None) -> dict[str, Any]:
+    """Return the top node of the plan an `EXPLAIN (FORMAT JSON)` statement prints."""
+    rows = await fetch_all(session, explain_sql, params)
+    plan = rows[0][0]
+    if isinstance(plan, str):
+        plan = json.loads(plan)
+    node: dict[str, Any] = plan[0]["Plan"]
+    return node
+
+
 async def _explain(session: AsyncSession, ids: str, where_sql: str, params: Any) -> Estimate:
     scope = f"d.collection_id IN ({ids})"
     sql = (
@@ -108,11 +118,7 @@ async def _explain(session: AsyncSession, ids: str, where_sql: str, params: Any)
         f"UNION ALL SELECT 1 FROM documents d WHERE {scope} "
         f"UNION ALL SELECT 1 FROM documents d WHERE {where_sql}"
     )
-    rows = await fetch_all(session, sql, params)
-    plan = rows[0][0]
-    if isinstance(plan, str):
-        plan = json.loads(plan)
-    branches = plan[0]["Plan"].get("Plans", [])
+    branches = (await planned(session, sql, params)).get("Plans", [])
     if len(branches) != 3:
         return Estimate(matching=math.inf, total=math.inf)
     matching, total, anywhere = (float(b["Plan Rows"]) for b in branches)

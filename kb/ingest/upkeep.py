@@ -6,7 +6,6 @@ warning with its consequence, never as the write's error (the rows are already s
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -15,7 +14,6 @@ from sqlalchemy import text
 from kb import calibration, planning, terms
 from kb.database import Database
 from kb.db import translating
-from kb.statements import fetch_all
 
 # PostgreSQL queues a GIN index's new entries in a pending list (up to gin_pending_list_limit,
 # 4 MB by default) and merges them only when the list overflows or VACUUM runs. Every search
@@ -60,15 +58,12 @@ async def refresh_statistics(db: Database, collection_id: int, added: int) -> bo
     async with db.session() as s:
         if not await s.scalar(text(OWNS_DOCUMENTS_SQL)):
             return False
-        rows = await fetch_all(
+        plan = await planning.planned(
             s,
             "EXPLAIN (FORMAT JSON) SELECT 1 FROM documents "  # noqa: S608 (an int)
             f"WHERE collection_id = {int(collection_id)}",
         )
-        plan = rows[0][0]
-        if isinstance(plan, str):
-            plan = json.loads(plan)
-        if float(plan[0]["Plan"]["Plan Rows"]) >= added:
+        if float(plan["Plan Rows"]) >= added:
             return False
         await s.execute(text(f"SET LOCAL lock_timeout = '{ANALYZE_LOCK_TIMEOUT}'"))
         await s.execute(text("ANALYZE documents"))
@@ -143,8 +138,7 @@ async def after_write(db: Database, collection_id: int, *, indexed: bool, added:
         # wrote nothing to keep up.
         return []
     # Merged first: the measurements then read the indexes as searches will.
-    steps = [MERGE_PENDING, ANALYZE, MEASURE_EF] if indexed else [MERGE_PENDING, ANALYZE]
-    steps.append(COUNT_TERMS)
+    steps = [MERGE_PENDING, ANALYZE, *([MEASURE_EF] if indexed else []), COUNT_TERMS]
     problems = []
     for step in steps:
         try:
